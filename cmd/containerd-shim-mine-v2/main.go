@@ -1,0 +1,16 @@
+// Command containerd-shim-mine-v2 is mine's runtime v2 shim: containerd
+// forks it for the first container of a pod, and it then runs all of the
+// pod's containers with runc.
+package main
+
+import (
+	"context"
+
+	cshim "github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/mine-runtime/mine/shim"
+)
+
+func main() {
+	shim.Register()
+	cshim.RunShim(context.Background(), shim.Manager{})
+}

@@ -1,0 +1,179 @@
+// Package config is the plugin's section of containerd's config.toml,
+// [plugins."io.containerd.grpc.v1.mine"]. Where a setting means what it
+// means in containerd's CRI plugin it keeps containerd's name, so an
+// operator's config carries over.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+// Section is the plugin's table in config.toml, used to name keys in errors.
+const Section = `plugins."io.containerd.grpc.v1.mine"`
+
+// Config is the plugin's configuration.
+type Config struct {
+	// Snapshotter unpacks images and prepares container root filesystems.
+	Snapshotter string `toml:"snapshotter"`
+	// DefaultRuntimeName is the runtime handler used when a pod names none.
+	DefaultRuntimeName string `toml:"default_runtime_name"`
+	// Runtimes are the runtime handlers pods may ask for, by name.
+	Runtimes map[string]Runtime `toml:"runtimes"`
+	// SandboxImage, when set, holds each pod's namespaces with a pause
+	// container of this image, the classic way. Empty (the default) holds
+	// them without any image, so starting a pod never contacts a registry.
+	SandboxImage string `toml:"sandbox_image"`
+	Registry     Registry `toml:"registry"`
+	CNI          CNI      `toml:"cni"`
+	// MaxContainerLogLineSize splits longer log lines into partial lines;
+	// -1 means no limit.
+	MaxContainerLogLineSize int `toml:"max_container_log_line_size"`
+	// ImagePullProgressTimeout fails a pull that receives nothing for this
+	// long; "0s" disables it.
+	ImagePullProgressTimeout string `toml:"image_pull_progress_timeout"`
+	// ImagePullTimeout bounds a whole pull; "0s" disables it.
+	ImagePullTimeout string `toml:"image_pull_timeout"`
+	// RestrictOOMScoreAdj clamps containers' oom_score_adj to no lower than
+	// the daemon's own. It is turned on automatically where the daemon
+	// lacks CAP_SYS_RESOURCE, since lowering would fail there.
+	RestrictOOMScoreAdj bool `toml:"restrict_oom_score_adj"`
+	// StreamServerAddress and StreamServerPort are where exec, attach and
+	// port-forward streams are served; port "0" picks a free port.
+	StreamServerAddress string `toml:"stream_server_address"`
+	StreamServerPort    string `toml:"stream_server_port"`
+}
+
+// Runtime is one runtime handler.
+type Runtime struct {
+	// RuntimeType is the containerd runtime (shim) the handler runs pods
+	// with, such as io.containerd.mine.v2.
+	RuntimeType string `toml:"runtime_type"`
+	// Options are handed to the shim; their names follow containerd's runc
+	// options.
+	Options RuntimeOptions `toml:"options"`
+}
+
+// RuntimeOptions configure the OCI runtime binary the shim drives.
+type RuntimeOptions struct {
+	// BinaryName is the OCI runtime to run: runc by default, crun works too.
+	BinaryName string `toml:"BinaryName"`
+	// Root is the OCI runtime's state directory.
+	Root string `toml:"Root"`
+	// SystemdCgroup makes the runtime manage cgroups through systemd.
+	SystemdCgroup bool `toml:"SystemdCgroup"`
+}
+
+// Registry configures where images come from.
+type Registry struct {
+	// ConfigPath is a directory of hosts.toml files, one directory per
+	// registry host, as containerd reads them.
+	ConfigPath string `toml:"config_path"`
+}
+
+// CNI configures pod networking.
+type CNI struct {
+	BinDirs []string `toml:"bin_dirs"`
+	ConfDir string   `toml:"conf_dir"`
+}
+
+// DefaultRuntimeType is the runtime type of mine's own shim.
+const DefaultRuntimeType = "io.containerd.mine.v2"
+
+// Default returns the configuration a stock node runs with.
+func Default() *Config {
+	return &Config{
+		Snapshotter:        "overlayfs",
+		DefaultRuntimeName: "mine",
+		Runtimes: map[string]Runtime{
+			"mine": {RuntimeType: DefaultRuntimeType},
+		},
+		Registry: Registry{ConfigPath: "/etc/containerd/certs.d"},
+		CNI: CNI{
+			BinDirs: []string{"/opt/cni/bin"},
+			ConfDir: "/etc/cni/net.d",
+		},
+		MaxContainerLogLineSize:  16 * 1024,
+		ImagePullProgressTimeout: "5m0s",
+		ImagePullTimeout:         "30m0s",
+		StreamServerAddress:      "127.0.0.1",
+		StreamServerPort:         "0",
+	}
+}
+
+var runtimeTypeRE = regexp.MustCompile(`^io\.containerd\.[a-z0-9_-]+\.v[0-9]+$`)
+
+// Validate checks every setting and names the key of each bad one.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: %s", Section, key, fmt.Sprintf(format, args...)))
+	}
+	if c.Snapshotter == "" {
+		bad("snapshotter", "must name a snapshotter, such as overlayfs")
+	}
+	if len(c.Runtimes) == 0 {
+		bad("runtimes", "at least one runtime handler is needed")
+	}
+	if _, ok := c.Runtimes[c.DefaultRuntimeName]; !ok {
+		bad("default_runtime_name", "%q is not one of the configured runtimes", c.DefaultRuntimeName)
+	}
+	for name, r := range c.Runtimes {
+		key := "runtimes." + name
+		if !runtimeTypeRE.MatchString(r.RuntimeType) {
+			bad(key+".runtime_type", "must be a containerd runtime type like %s, got %q", DefaultRuntimeType, r.RuntimeType)
+		}
+		if r.Options.Root != "" && !filepath.IsAbs(r.Options.Root) {
+			bad(key+".options.Root", "must be an absolute path, got %q", r.Options.Root)
+		}
+	}
+	if c.Registry.ConfigPath != "" && !filepath.IsAbs(c.Registry.ConfigPath) {
+		bad("registry.config_path", "must be an absolute path, got %q", c.Registry.ConfigPath)
+	}
+	if len(c.CNI.BinDirs) == 0 {
+		bad("cni.bin_dirs", "at least one directory is needed")
+	}
+	for _, d := range c.CNI.BinDirs {
+		if !filepath.IsAbs(d) {
+			bad("cni.bin_dirs", "must be absolute paths, got %q", d)
+		}
+	}
+	if !filepath.IsAbs(c.CNI.ConfDir) {
+		bad("cni.conf_dir", "must be an absolute path, got %q", c.CNI.ConfDir)
+	}
+	if c.MaxContainerLogLineSize == 0 || c.MaxContainerLogLineSize < -1 {
+		bad("max_container_log_line_size", "must be a positive number of bytes or -1 for no limit, got %d", c.MaxContainerLogLineSize)
+	}
+	for key, v := range map[string]string{
+		"image_pull_progress_timeout": c.ImagePullProgressTimeout,
+		"image_pull_timeout":          c.ImagePullTimeout,
+	} {
+		if d, err := time.ParseDuration(v); err != nil || d < 0 {
+			bad(key, "must be a duration such as \"5m\" (\"0s\" disables it), got %q", v)
+		}
+	}
+	if net.ParseIP(c.StreamServerAddress) == nil {
+		bad("stream_server_address", "must be an IP address, got %q", c.StreamServerAddress)
+	}
+	if p, err := strconv.ParseUint(c.StreamServerPort, 10, 16); err != nil || p > 65535 {
+		bad("stream_server_port", "must be a port number (0 picks a free one), got %q", c.StreamServerPort)
+	}
+	return errors.Join(errs...)
+}
+
+// PullProgressTimeout is image_pull_progress_timeout, parsed; call after Validate.
+func (c *Config) PullProgressTimeout() time.Duration {
+	d, _ := time.ParseDuration(c.ImagePullProgressTimeout)
+	return d
+}
+
+// PullTimeout is image_pull_timeout, parsed; call after Validate.
+func (c *Config) PullTimeout() time.Duration {
+	d, _ := time.ParseDuration(c.ImagePullTimeout)
+	return d
+}

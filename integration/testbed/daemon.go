@@ -1,0 +1,241 @@
+package testbed
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+)
+
+// Daemon is our containerd started on a temporary root, state directory
+// and socket, with a generated config.
+type Daemon struct {
+	Dir     string // everything the daemon owns lives below it
+	BinDir  string // where containerd and containerd-shim-mine-v2 are
+	Address string
+	Config  string // path of config.toml
+	Log     string // the daemon's output
+	cmd     *exec.Cmd
+	exited  chan struct{}
+}
+
+// NewDaemon prepares a daemon below dir and writes its config.toml;
+// extraConfig is appended to it.
+func NewDaemon(dir, binDir, extraConfig string) (*Daemon, error) {
+	d := &Daemon{
+		Dir:     dir,
+		BinDir:  binDir,
+		Address: filepath.Join(dir, "containerd.sock"),
+		Config:  filepath.Join(dir, "config.toml"),
+		Log:     filepath.Join(dir, "containerd.log"),
+	}
+	for _, sub := range []string{"root", "state", "cni/net.d", "certs.d", "opt"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o711); err != nil {
+			return nil, err
+		}
+	}
+	cfg := fmt.Sprintf(`version = 3
+root = %[1]q
+state = %[2]q
+imports = []
+
+[grpc]
+  address = %[3]q
+
+[ttrpc]
+  address = %[4]q
+
+[debug]
+  level = "debug"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = %[5]q
+
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+
+[plugins."io.containerd.grpc.v1.mine".cni]
+  bin_dirs = ["/opt/cni/bin"]
+  conf_dir = %[6]q
+
+[plugins."io.containerd.grpc.v1.mine".registry]
+  config_path = %[7]q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Address, d.Address+".ttrpc",
+		filepath.Join(dir, "opt"), filepath.Join(dir, "cni/net.d"), filepath.Join(dir, "certs.d"))
+	if err := os.WriteFile(d.Config, []byte(cfg+extraConfig), 0o600); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Start runs the daemon and waits until it serves its socket.
+func (d *Daemon) Start(ctx context.Context) error {
+	logf, err := os.OpenFile(d.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(filepath.Join(d.BinDir, "containerd"), "--config", d.Config)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// containerd finds shims on PATH.
+	cmd.Env = append(os.Environ(), "PATH="+d.BinDir+":"+os.Getenv("PATH"))
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	d.cmd = cmd
+	d.exited = make(chan struct{})
+	go func() { _ = cmd.Wait(); close(d.exited) }()
+
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		select {
+		case <-d.exited:
+			return fmt.Errorf("containerd exited during start-up: %s", d.tail())
+		case <-ctx.Done():
+			return fmt.Errorf("containerd did not serve %s: %w", d.Address, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+		c, err := containerd.New(d.Address, containerd.WithTimeout(time.Second))
+		if err != nil {
+			continue
+		}
+		serving, err := c.IsServing(ctx)
+		c.Close()
+		if err == nil && serving {
+			return nil
+		}
+	}
+}
+
+// Exited is closed when the daemon process has ended.
+func (d *Daemon) Exited() <-chan struct{} { return d.exited }
+
+// Stop ends the daemon with SIGTERM, as an operator would, or SIGKILL if
+// it does not stop in time. Its shims keep running, as they should.
+func (d *Daemon) Stop() error {
+	return d.signal(syscall.SIGTERM, 30*time.Second)
+}
+
+// Kill ends the daemon with SIGKILL, as a crash would.
+func (d *Daemon) Kill() error {
+	return d.signal(syscall.SIGKILL, 10*time.Second)
+}
+
+func (d *Daemon) signal(sig syscall.Signal, grace time.Duration) error {
+	if d.cmd == nil {
+		return nil
+	}
+	_ = d.cmd.Process.Signal(sig)
+	select {
+	case <-d.exited:
+	case <-time.After(grace):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+	}
+	d.cmd = nil
+	return nil
+}
+
+// Client connects to the daemon in a namespace.
+func (d *Daemon) Client(namespace string) (*containerd.Client, error) {
+	return containerd.New(d.Address, containerd.WithDefaultNamespace(namespace))
+}
+
+// Pid is the daemon's process ID, 0 when it is not running.
+func (d *Daemon) Pid() int {
+	if d.cmd == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
+}
+
+func (d *Daemon) tail() string {
+	data, _ := os.ReadFile(d.Log)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) > 15 {
+		lines = lines[len(lines)-15:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Shims lists the PIDs of the containerd-shim-mine-v2 processes serving
+// this daemon: those started with its address.
+func (d *Daemon) Shims() []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		if len(args) == 0 || filepath.Base(args[0]) != "containerd-shim-mine-v2" {
+			continue
+		}
+		for i, a := range args {
+			if a == "-address" && i+1 < len(args) && args[i+1] == d.Address {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+// Mounts lists what is mounted below the daemon's directory, deepest first.
+func (d *Daemon) Mounts() ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) > 4 && (fields[4] == d.Dir || strings.HasPrefix(fields[4], d.Dir+"/")) {
+			out = append(out, fields[4])
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(out)))
+	return out, s.Err()
+}
+
+// Teardown stops the daemon and reports anything left behind: shims still
+// running or mounts below its directory. Leftovers are then removed, so
+// one broken test does not break the next, but they are still an error.
+func (d *Daemon) Teardown() error {
+	_ = d.Stop()
+	var errs []error
+	if pids := d.Shims(); len(pids) > 0 {
+		errs = append(errs, fmt.Errorf("shims left running: %v", pids))
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	mounts, err := d.Mounts()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if len(mounts) > 0 {
+		errs = append(errs, fmt.Errorf("mounts left behind: %v", mounts))
+		for _, m := range mounts {
+			_ = syscall.Unmount(m, syscall.MNT_DETACH)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,31 @@
+package shim
+
+import (
+	runc "github.com/containerd/go-runc"
+)
+
+// container is one runc container of the pod and its processes.
+type container struct {
+	id     string
+	bundle string
+	runc   *runc.Runc
+	opts   runtimeOptions
+	rootfs string // where the shim mounted the rootfs; "" if it did not
+	cgroup any    // cgroup1.Cgroup or *cgroup2.Manager, for stats and OOM
+	init   *process
+	execs  map[string]*process
+	// initExitPending is set while the init has exited but some exec's
+	// exit has not been published yet.
+	initExitPending bool
+}
+
+// unpublishedExecs lists the started execs whose TaskExit is not out yet.
+func (c *container) unpublishedExecs() []*process {
+	var out []*process
+	for _, p := range c.execs {
+		if p.pid > 0 && !p.hasExited() {
+			out = append(out, p)
+		}
+	}
+	return out
+}

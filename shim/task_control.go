@@ -1,0 +1,189 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/core/runtime"
+	"github.com/containerd/console"
+	"github.com/containerd/errdefs"
+	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptyResponse, error) {
+	s.mu.Lock()
+	c, p, err := s.lookup(r.ID, r.ExecID)
+	if err == nil && !r.All {
+		err = p.checkAlive()
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if p.isInit() {
+		if err := c.runc.Kill(ctx, c.id, int(r.Signal), &runc.KillOpts{All: r.All}); err != nil {
+			return nil, killError(runcError(c.bundle, err))
+		}
+		return empty, nil
+	}
+	if p.pid == 0 {
+		return nil, errdefs.ErrFailedPrecondition.WithMessage("exec " + p.execID + " has not been started")
+	}
+	if err := unix.Kill(p.pid, unix.Signal(r.Signal)); err != nil {
+		return nil, killError(err)
+	}
+	return empty, nil
+}
+
+// killError maps "nobody to signal" to NotFound, as containerd expects.
+func killError(err error) error {
+	if errors.Is(err, unix.ESRCH) || strings.Contains(err.Error(), "not running") || strings.Contains(err.Error(), "does not exist") {
+		return errdefs.ErrNotFound.WithMessage("process already finished")
+	}
+	return err
+}
+
+func syscallKill(pid int) error { return unix.Kill(pid, unix.SIGKILL) }
+
+func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*emptyResponse, error) {
+	return s.setPaused(ctx, r.ID, true)
+}
+
+func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*emptyResponse, error) {
+	return s.setPaused(ctx, r.ID, false)
+}
+
+func (s *service) setPaused(ctx context.Context, id string, pause bool) (*emptyResponse, error) {
+	s.mu.Lock()
+	c, p, err := s.lookup(id, "")
+	from, to := task.Status_RUNNING, task.Status_PAUSED
+	if !pause {
+		from, to = to, from
+	}
+	if err == nil && p.status != from {
+		err = errdefs.ErrFailedPrecondition.WithMessage(fmt.Sprintf("container %s is %s, not %s", id, p.status, from))
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if pause {
+		err = c.runc.Pause(ctx, id)
+	} else {
+		err = c.runc.Resume(ctx, id)
+	}
+	if err != nil {
+		return nil, runcError(c.bundle, err)
+	}
+	s.mu.Lock()
+	if p.status == from {
+		p.status = to
+	}
+	s.mu.Unlock()
+	if pause {
+		s.publish(runtime.TaskPausedEventTopic, &eventstypes.TaskPaused{ContainerID: id})
+	} else {
+		s.publish(runtime.TaskResumedEventTopic, &eventstypes.TaskResumed{ContainerID: id})
+	}
+	return empty, nil
+}
+
+func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*emptyResponse, error) {
+	s.mu.Lock()
+	_, p, err := s.lookup(r.ID, r.ExecID)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if r.Stdin && p.io != nil {
+		p.io.closeStdin()
+	}
+	return empty, nil
+}
+
+func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*emptyResponse, error) {
+	s.mu.Lock()
+	_, p, err := s.lookup(r.ID, r.ExecID)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if p.io == nil || p.io.console == nil {
+		return nil, errdefs.ErrFailedPrecondition.WithMessage("process " + p.id() + " has no terminal")
+	}
+	if err := p.io.console.Resize(console.WinSize{Width: uint16(r.Width), Height: uint16(r.Height)}); err != nil {
+		return nil, err
+	}
+	return empty, nil
+}
+
+// Update applies new resources. containerd sends them as the runtime-spec
+// LinuxResources in JSON, whatever registry the sender used for the type.
+func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*emptyResponse, error) {
+	s.mu.Lock()
+	c, p, err := s.lookup(r.ID, "")
+	if err == nil {
+		err = p.checkAlive()
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if r.Resources == nil || !strings.HasSuffix(r.Resources.TypeUrl, "LinuxResources") {
+		return nil, errdefs.ErrInvalidArgument.WithMessage("update needs runtime-spec LinuxResources")
+	}
+	var res specs.LinuxResources
+	if err := json.Unmarshal(r.Resources.Value, &res); err != nil {
+		return nil, errdefs.ErrInvalidArgument.WithMessage("resources: " + err.Error())
+	}
+	if err := c.runc.Update(ctx, c.id, &res); err != nil {
+		return nil, runcError(c.bundle, err)
+	}
+	return empty, nil
+}
+
+func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*emptyResponse, error) {
+	s.mu.Lock()
+	c, p, err := s.lookup(r.ID, "")
+	if err == nil {
+		err = p.checkAlive()
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := exec.LookPath("criu"); err != nil {
+		return nil, errdefs.ErrFailedPrecondition.WithMessage("checkpointing needs CRIU, which is not installed on this host")
+	}
+	if err := c.runc.Checkpoint(ctx, c.id, &runc.CheckpointOpts{
+		ImagePath: r.Path,
+		WorkDir:   filepath.Join(c.bundle, "criu-work"),
+	}, runc.LeaveRunning); err != nil {
+		return nil, runcError(c.bundle, err)
+	}
+	s.publish(runtime.TaskCheckpointedEventTopic, &eventstypes.TaskCheckpointed{ContainerID: c.id, Checkpoint: r.Path})
+	return empty, nil
+}
+
+// Shutdown ends the shim once it has no container left: containerd asks
+// after every task delete, and the shim serves the whole pod.
+func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*emptyResponse, error) {
+	s.mu.Lock()
+	n := len(s.containers)
+	s.mu.Unlock()
+	if n > 0 && !r.Now {
+		return empty, nil
+	}
+	s.shutdown.Shutdown()
+	return empty, nil
+}

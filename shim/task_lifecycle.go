@@ -1,0 +1,326 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/runtime"
+	"github.com/containerd/containerd/v2/pkg/protobuf"
+	"github.com/containerd/errdefs"
+	runc "github.com/containerd/go-runc"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// deleteWaitTimeout bounds how long deleting a created-but-never-started
+// container waits for runc's forced delete to reap its init.
+const deleteWaitTimeout = 5 * time.Second
+
+func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
+	if r.ID == "" || r.Bundle == "" {
+		return nil, errdefs.ErrInvalidArgument.WithMessage("create needs a container id and a bundle")
+	}
+	if r.Checkpoint != "" {
+		return nil, errdefs.ErrNotImplemented.WithMessage("restoring a container from a checkpoint is not supported by this shim")
+	}
+	s.mu.Lock()
+	_, exists := s.containers[r.ID]
+	s.mu.Unlock()
+	if exists {
+		return nil, errdefs.ErrAlreadyExists.WithMessage("container " + r.ID + " already exists in this shim")
+	}
+
+	opts, err := decodeOptions(r.Options)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeOptions(r.Bundle, opts); err != nil {
+		return nil, err
+	}
+	c := &container{
+		id:     r.ID,
+		bundle: r.Bundle,
+		runc:   newRunc(opts, s.namespace, r.Bundle),
+		opts:   opts,
+		execs:  make(map[string]*process),
+	}
+	defer func() {
+		if retErr != nil && c.rootfs != "" {
+			if err := mount.UnmountRecursive(c.rootfs, 0); err != nil {
+				log.G(ctx).WithError(err).Warn("unmount rootfs after failed create")
+			}
+		}
+	}()
+	if len(r.Rootfs) > 0 {
+		rootfs := filepath.Join(r.Bundle, "rootfs")
+		if err := os.MkdirAll(rootfs, 0o711); err != nil {
+			return nil, err
+		}
+		if err := mount.All(mount.FromProto(r.Rootfs), rootfs); err != nil {
+			return nil, fmt.Errorf("mount rootfs: %w", err)
+		}
+		c.rootfs = rootfs
+	}
+
+	stdio := stdioPaths{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}
+	p := newProcess(r.ID, "", stdio)
+	c.init = p
+	pio, err := newProcessIO(stdio, opts.IoUID, opts.IoGID)
+	if err != nil {
+		return nil, err
+	}
+	p.io = pio
+
+	s.beginStart()
+	pid, err := s.runcCreate(ctx, c)
+	s.mu.Lock()
+	if err == nil {
+		s.containers[r.ID] = c
+	}
+	s.endStartLocked(p, pid)
+	s.mu.Unlock()
+	if err != nil {
+		pio.Close()
+		_ = c.runc.Delete(context.WithoutCancel(ctx), r.ID, &runc.DeleteOpts{Force: true})
+		return nil, err
+	}
+
+	s.watchContainer(c)
+	s.publish(runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
+		ContainerID: r.ID,
+		Bundle:      r.Bundle,
+		Rootfs:      r.Rootfs,
+		IO: &eventstypes.TaskIO{
+			Stdin:    r.Stdin,
+			Stdout:   r.Stdout,
+			Stderr:   r.Stderr,
+			Terminal: r.Terminal,
+		},
+		Checkpoint: r.Checkpoint,
+		Pid:        uint32(pid),
+	})
+	return &taskAPI.CreateTaskResponse{Pid: uint32(pid)}, nil
+}
+
+// runcCreate runs `runc create` and connects the new init's stdio.
+func (s *service) runcCreate(ctx context.Context, c *container) (int, error) {
+	pidFile := filepath.Join(c.bundle, initPidFile)
+	err := c.runc.Create(ctx, c.id, c.bundle, &runc.CreateOpts{
+		PidFile:       pidFile,
+		IO:            c.init.io.runcIO(),
+		ConsoleSocket: c.init.io.consoleSocket(),
+		NoPivot:       c.opts.NoPivotRoot,
+		NoNewKeyring:  c.opts.NoNewKeyring,
+	})
+	if err != nil {
+		return 0, runcError(c.bundle, fmt.Errorf("runc create %s: %w", c.id, err))
+	}
+	pid, err := runc.ReadPidFile(pidFile)
+	if err != nil {
+		return 0, fmt.Errorf("read init pid: %w", err)
+	}
+	if err := c.init.io.start(ctx); err != nil {
+		return pid, err
+	}
+	return pid, nil
+}
+
+func decodeOptions(a interface{ GetTypeUrl() string }) (runtimeOptions, error) {
+	if a == nil || a.GetTypeUrl() == "" {
+		return runtimeOptions{}, nil
+	}
+	v, err := typeurl.UnmarshalAny(a.(typeurl.Any))
+	if err != nil {
+		return runtimeOptions{}, errdefs.ErrInvalidArgument.WithMessage("runtime options: " + err.Error())
+	}
+	o, ok := v.(*options.Options)
+	if !ok {
+		return runtimeOptions{}, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("runtime options of type %T are not runc options", v))
+	}
+	return optionsFromProto(o), nil
+}
+
+func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	s.mu.Lock()
+	c, p, err := s.lookup(r.ID, r.ExecID)
+	if err == nil && p.status != task.Status_CREATED {
+		err = errdefs.ErrFailedPrecondition.WithMessage(fmt.Sprintf("process %s is %s, not created", p.id(), p.status))
+	}
+	if err == nil && p.startGate != nil {
+		err = errdefs.ErrFailedPrecondition.WithMessage("process " + p.id() + " is already being started")
+	}
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	gate := make(chan struct{})
+	p.startGate = gate
+	s.mu.Unlock()
+	defer close(gate)
+
+	if p.isInit() {
+		if err := c.runc.Start(ctx, c.id); err != nil {
+			return nil, runcError(c.bundle, fmt.Errorf("runc start %s: %w", c.id, err))
+		}
+		s.mu.Lock()
+		if p.status == task.Status_CREATED {
+			p.status = task.Status_RUNNING
+		}
+		s.mu.Unlock()
+		s.publish(runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: c.id, Pid: uint32(p.pid)})
+		return &taskAPI.StartResponse{Pid: uint32(p.pid)}, nil
+	}
+
+	pid, err := s.startExec(ctx, c, p)
+	if err != nil {
+		return nil, err
+	}
+	s.publish(runtime.TaskExecStartedEventTopic, &eventstypes.TaskExecStarted{ContainerID: c.id, ExecID: p.execID, Pid: uint32(pid)})
+	return &taskAPI.StartResponse{Pid: uint32(pid)}, nil
+}
+
+func (s *service) startExec(ctx context.Context, c *container, p *process) (int, error) {
+	var spec specs.Process
+	if err := json.Unmarshal(p.spec, &spec); err != nil {
+		return 0, errdefs.ErrInvalidArgument.WithMessage("exec process spec: " + err.Error())
+	}
+	pio, err := newProcessIO(p.stdio, c.opts.IoUID, c.opts.IoGID)
+	if err != nil {
+		return 0, err
+	}
+	pidFile := filepath.Join(c.bundle, p.execID+".pid")
+	defer os.Remove(pidFile)
+
+	s.beginStart()
+	err = c.runc.Exec(ctx, c.id, spec, &runc.ExecOpts{
+		PidFile:       pidFile,
+		IO:            pio.runcIO(),
+		ConsoleSocket: pio.consoleSocket(),
+		Detach:        true,
+	})
+	pid := 0
+	if err == nil {
+		pid, err = runc.ReadPidFile(pidFile)
+	}
+	if err == nil {
+		err = pio.start(ctx)
+	}
+	s.mu.Lock()
+	p.io = pio
+	if err == nil {
+		p.status = task.Status_RUNNING
+	}
+	s.endStartLocked(p, pid)
+	s.mu.Unlock()
+	if err != nil {
+		if pid > 0 {
+			// stdio could not be connected: the exec must not run unseen.
+			_ = syscallKill(pid)
+		}
+		return 0, runcError(c.bundle, fmt.Errorf("runc exec %s in %s: %w", p.execID, c.id, err))
+	}
+	return pid, nil
+}
+
+func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptyResponse, error) {
+	if r.ExecID == "" {
+		return nil, errdefs.ErrInvalidArgument.WithMessage("exec needs an exec id")
+	}
+	if r.Spec == nil {
+		return nil, errdefs.ErrInvalidArgument.WithMessage("exec needs a process spec")
+	}
+	s.mu.Lock()
+	c, _, err := s.lookup(r.ID, "")
+	if err == nil {
+		if _, ok := c.execs[r.ExecID]; ok {
+			err = errdefs.ErrAlreadyExists.WithMessage("exec " + r.ExecID + " already exists")
+		} else if c.init.status == task.Status_STOPPED {
+			err = errdefs.ErrFailedPrecondition.WithMessage("container " + r.ID + " has stopped")
+		}
+	}
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	p := newProcess(r.ID, r.ExecID, stdioPaths{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal})
+	p.spec = r.Spec.Value
+	c.execs[r.ExecID] = p
+	s.mu.Unlock()
+
+	s.publish(runtime.TaskExecAddedEventTopic, &eventstypes.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
+	return empty, nil
+}
+
+func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	s.mu.Lock()
+	c, p, err := s.lookup(r.ID, r.ExecID)
+	if err == nil && (p.status == task.Status_RUNNING || p.status == task.Status_PAUSED) {
+		err = errdefs.ErrFailedPrecondition.WithMessage(fmt.Sprintf("cannot delete %s: it is %s", p.id(), p.status))
+	}
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	if !p.isInit() {
+		delete(c.execs, r.ExecID)
+		s.mu.Unlock()
+		if p.pid > 0 {
+			<-p.exited
+		}
+		if p.io != nil {
+			p.io.Close()
+		}
+		return &taskAPI.DeleteResponse{Pid: uint32(p.pid), ExitStatus: uint32(p.exitCode), ExitedAt: protobuf.ToTimestamp(exitTime(p))}, nil
+	}
+	neverStarted := p.status == task.Status_CREATED
+	s.mu.Unlock()
+
+	// runc delete --force kills an init that was created but never
+	// started; its exit then comes through the reaper like any other.
+	if err := c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: true}); err != nil {
+		log.G(ctx).WithError(runcError(c.bundle, err)).Warn("runc delete")
+	}
+	if neverStarted {
+		select {
+		case <-p.exited:
+		case <-time.After(deleteWaitTimeout):
+			log.G(ctx).WithField("id", c.id).Warn("init not reaped after forced delete")
+			s.mu.Lock()
+			p.status = task.Status_STOPPED
+			s.mu.Unlock()
+			p.markExited()
+		}
+	} else {
+		<-p.exited
+	}
+	p.io.Close()
+	if c.rootfs != "" {
+		if err := mount.UnmountRecursive(c.rootfs, 0); err != nil {
+			return nil, fmt.Errorf("unmount rootfs of %s: %w", c.id, err)
+		}
+	}
+
+	s.mu.Lock()
+	delete(s.containers, c.id)
+	s.mu.Unlock()
+
+	exitedAt := protobuf.ToTimestamp(exitTime(p))
+	s.publish(runtime.TaskDeleteEventTopic, &eventstypes.TaskDelete{
+		ContainerID: c.id,
+		ID:          c.id,
+		Pid:         uint32(p.pid),
+		ExitStatus:  uint32(p.exitCode),
+		ExitedAt:    exitedAt,
+	})
+	return &taskAPI.DeleteResponse{Pid: uint32(p.pid), ExitStatus: uint32(p.exitCode), ExitedAt: exitedAt}, nil
+}
