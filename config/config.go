@@ -28,7 +28,7 @@ type Config struct {
 	// SandboxImage, when set, holds each pod's namespaces with a pause
 	// container of this image, the classic way. Empty (the default) holds
 	// them without any image, so starting a pod never contacts a registry.
-	SandboxImage string `toml:"sandbox_image"`
+	SandboxImage string   `toml:"sandbox_image"`
 	Registry     Registry `toml:"registry"`
 	CNI          CNI      `toml:"cni"`
 	// MaxContainerLogLineSize splits longer log lines into partial lines;

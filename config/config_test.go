@@ -19,7 +19,9 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"snapshotter", func(c *Config) { c.Snapshotter = "" }},
 		{"default_runtime_name", func(c *Config) { c.DefaultRuntimeName = "nope" }},
 		{"runtimes.mine.runtime_type", func(c *Config) { c.Runtimes["mine"] = Runtime{RuntimeType: "runc"} }},
-		{"runtimes.mine.options.Root", func(c *Config) { c.Runtimes["mine"] = Runtime{RuntimeType: DefaultRuntimeType, Options: RuntimeOptions{Root: "rel"}} }},
+		{"runtimes.mine.options.Root", func(c *Config) {
+			c.Runtimes["mine"] = Runtime{RuntimeType: DefaultRuntimeType, Options: RuntimeOptions{Root: "rel"}}
+		}},
 		{"registry.config_path", func(c *Config) { c.Registry.ConfigPath = "certs.d" }},
 		{"cni.bin_dirs", func(c *Config) { c.CNI.BinDirs = nil }},
 		{"cni.conf_dir", func(c *Config) { c.CNI.ConfDir = "" }},

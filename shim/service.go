@@ -109,7 +109,6 @@ func (s *service) UnaryServerInterceptor() ttrpc.UnaryServerInterceptor {
 	}
 }
 
-
 // lookup returns a container and one of its processes; the caller holds mu.
 func (s *service) lookup(containerID, execID string) (*container, *process, error) {
 	c, ok := s.containers[containerID]

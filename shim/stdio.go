@@ -22,9 +22,13 @@ import (
 // the pipe open, and then the exit must not wait for it.
 const drainTimeout = 2 * time.Second
 
+// stdinGrace is how long CloseIO lets the client's last stdin bytes
+// arrive when the client has not closed its end of the FIFO.
+const stdinGrace = time.Second
+
 type stdioPaths struct {
 	stdin, stdout, stderr string
-	terminal             bool
+	terminal              bool
 }
 
 // processIO connects a process's stdio to the FIFOs (or files) containerd
@@ -37,10 +41,10 @@ type processIO struct {
 	socket  *runc.Socket    // console socket, with a TTY
 	console console.Console // set once the master has been received
 
-	stdinMu sync.Mutex
-	stdinW  io.WriteCloser // where the client's stdin is copied to
-	closers []io.Closer
-	copies  sync.WaitGroup
+	stdinR    io.ReadCloser // the client's stdin FIFO
+	stdinDone chan struct{} // closed when the stdin copy has ended
+	closers   []io.Closer
+	copies    sync.WaitGroup
 }
 
 func newProcessIO(paths stdioPaths, uid, gid int) (*processIO, error) {
@@ -53,11 +57,19 @@ func newProcessIO(paths stdioPaths, uid, gid int) (*processIO, error) {
 		pio.socket = s
 		return pio, nil
 	}
-	pipes, err := runc.NewPipeIO(uid, gid, func(o *runc.IOOption) {
-		o.OpenStdin = paths.stdin != ""
-		o.OpenStdout = paths.stdout != ""
-		o.OpenStderr = paths.stderr != ""
-	})
+	var (
+		pipes runc.IO
+		err   error
+	)
+	if paths.stdin == "" && paths.stdout == "" && paths.stderr == "" {
+		pipes, err = runc.NewNullIO()
+	} else {
+		// Output pipes are always opened: runc must never inherit the
+		// shim's own stdio, and a stream nobody asked for is discarded.
+		pipes, err = runc.NewPipeIO(uid, gid, func(o *runc.IOOption) {
+			o.OpenStdin = paths.stdin != ""
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("stdio pipes: %w", err)
 	}
@@ -82,7 +94,7 @@ func (pio *processIO) consoleSocket() runc.ConsoleSocket {
 
 // start begins copying. It is called after runc has created the process,
 // so that with a TTY the console master can be received.
-func (pio *processIO) start(ctx context.Context) error {
+func (pio *processIO) start() error {
 	var stdout, stderr io.Reader
 	var stdin io.WriteCloser
 	if pio.socket != nil {
@@ -100,10 +112,10 @@ func (pio *processIO) start(ctx context.Context) error {
 		pio.closers = append(pio.closers, pio.pipes)
 	}
 
-	if err := pio.copyOut(ctx, stdout, pio.paths.stdout); err != nil {
+	if err := pio.copyOut(stdout, pio.paths.stdout); err != nil {
 		return err
 	}
-	if err := pio.copyOut(ctx, stderr, pio.paths.stderr); err != nil {
+	if err := pio.copyOut(stderr, pio.paths.stderr); err != nil {
 		return err
 	}
 	if pio.paths.stdin == "" {
@@ -112,33 +124,39 @@ func (pio *processIO) start(ctx context.Context) error {
 		}
 		return nil
 	}
-	in, err := openInput(ctx, pio.paths.stdin)
+	in, err := openInput(pio.paths.stdin)
 	if err != nil {
 		return err
 	}
-	pio.closers = append(pio.closers, in)
-	pio.stdinW = stdin
+	pio.stdinR = in
+	pio.stdinDone = make(chan struct{})
 	go func() {
+		defer close(pio.stdinDone)
 		buf := make([]byte, 8<<10)
 		_, _ = io.CopyBuffer(stdin, in, buf)
-		// The client closed its end: the process sees EOF on stdin, but a
-		// console is left open since it also carries the output.
+		in.Close()
+		// The client closed its end: the process reads EOF. A console
+		// stays open, since it carries the output too.
 		if pio.console == nil {
-			pio.closeStdin()
+			stdin.Close()
 		}
 	}()
 	return nil
 }
 
-func (pio *processIO) copyOut(ctx context.Context, r io.Reader, path string) error {
-	if r == nil || path == "" {
+func (pio *processIO) copyOut(r io.Reader, path string) error {
+	if r == nil {
 		return nil
 	}
-	w, err := openOutput(ctx, path)
-	if err != nil {
-		return err
+	var w io.Writer = io.Discard
+	if path != "" {
+		f, err := openOutput(path)
+		if err != nil {
+			return err
+		}
+		pio.closers = append(pio.closers, f)
+		w = f
 	}
-	pio.closers = append(pio.closers, w)
 	pio.copies.Add(1)
 	go func() {
 		defer pio.copies.Done()
@@ -150,13 +168,19 @@ func (pio *processIO) copyOut(ctx context.Context, r io.Reader, path string) err
 	return nil
 }
 
-// closeStdin is the task API's CloseIO: the process reads EOF.
+// closeStdin is the task API's CloseIO: the process reads EOF once what
+// the client wrote has been copied. Clients close their end of the FIFO
+// before they call CloseIO, so the copy normally ends by itself; a client
+// that keeps it open has it closed after stdinGrace.
 func (pio *processIO) closeStdin() {
-	pio.stdinMu.Lock()
-	defer pio.stdinMu.Unlock()
-	if pio.stdinW != nil && pio.console == nil {
-		pio.stdinW.Close()
-		pio.stdinW = nil
+	if pio.stdinDone == nil {
+		return
+	}
+	select {
+	case <-pio.stdinDone:
+	case <-time.After(stdinGrace):
+		pio.stdinR.Close()
+		<-pio.stdinDone
 	}
 }
 
@@ -175,6 +199,9 @@ func (pio *processIO) Close() error {
 		pio.socket.Close()
 	}
 	var errs []error
+	if pio.stdinR != nil {
+		pio.stdinR.Close()
+	}
 	for _, c := range pio.closers {
 		if err := c.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
 			errs = append(errs, err)
@@ -187,19 +214,20 @@ func (pio *processIO) Close() error {
 // creates) or a file:// URI. A FIFO is opened read-write so that opening
 // never blocks on the client and a client that goes away does not make the
 // process die of SIGPIPE.
-func openOutput(ctx context.Context, path string) (io.WriteCloser, error) {
+func openOutput(path string) (io.WriteCloser, error) {
 	if u, err := url.Parse(path); err == nil && u.Scheme == "file" {
 		return os.OpenFile(u.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	}
-	f, err := fifo.OpenFifo(ctx, path, syscall.O_RDWR|syscall.O_NONBLOCK, 0)
+	// The FIFO outlives the RPC that opens it: no request context here.
+	f, err := fifo.OpenFifo(context.Background(), path, syscall.O_RDWR|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open stdio %s: %w", path, err)
 	}
 	return f, nil
 }
 
-func openInput(ctx context.Context, path string) (io.ReadCloser, error) {
-	f, err := fifo.OpenFifo(ctx, path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+func openInput(path string) (io.ReadCloser, error) {
+	f, err := fifo.OpenFifo(context.Background(), path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open stdin %s: %w", path, err)
 	}

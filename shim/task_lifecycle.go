@@ -129,7 +129,7 @@ func (s *service) runcCreate(ctx context.Context, c *container) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read init pid: %w", err)
 	}
-	if err := c.init.io.start(ctx); err != nil {
+	if err := c.init.io.start(); err != nil {
 		return pid, err
 	}
 	return pid, nil
@@ -213,7 +213,7 @@ func (s *service) startExec(ctx context.Context, c *container, p *process) (int,
 		pid, err = runc.ReadPidFile(pidFile)
 	}
 	if err == nil {
-		err = pio.start(ctx)
+		err = pio.start()
 	}
 	s.mu.Lock()
 	p.io = pio

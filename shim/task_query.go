@@ -59,7 +59,13 @@ func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.Wa
 
 func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
 	s.mu.Lock()
-	c, _, err := s.lookup(r.ID, "")
+	c, p, err := s.lookup(r.ID, "")
+	if err == nil && p.status == task.Status_STOPPED {
+		// Not an empty list: containerd, reconnecting after a restart,
+		// takes a task without processes for one never created and drops
+		// it, and with it the exit status it is still to report.
+		err = errdefs.ErrFailedPrecondition.WithMessage("container " + r.ID + " has exited; it has no processes")
+	}
 	execByPid := make(map[int]string)
 	if err == nil {
 		for id, x := range c.execs {

@@ -1,0 +1,361 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	cgroupsv1 "github.com/containerd/cgroups/v3/cgroup1/stats"
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2/stats"
+	eventstypes "github.com/containerd/containerd/api/events"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// startTask creates and starts a container's task with the given stdio
+// and returns it with the channel its exit arrives on.
+func startTask(t *testing.T, container containerd.Container, creator cio.Creator) (containerd.Task, <-chan containerd.ExitStatus) {
+	t.Helper()
+	ctx := testContext(t)
+	task, err := container.NewTask(ctx, creator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exitC, err := task.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return task, exitC
+}
+
+func waitExit(t *testing.T, exitC <-chan containerd.ExitStatus) uint32 {
+	t.Helper()
+	select {
+	case st := <-exitC:
+		if err := st.Error(); err != nil {
+			t.Fatal(err)
+		}
+		return st.ExitCode()
+	case <-time.After(time.Minute):
+		t.Fatal("process did not exit within a minute")
+		return 0
+	}
+}
+
+func TestRunReadsStdoutStderrAndExitCode(t *testing.T) {
+	c := newClient(t)
+	container := newContainer(t, c, containerID(t, ""),
+		oci.WithProcessArgs("sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 3"))
+	var stdout, stderr buffer
+	task, exitC := startTask(t, container, cio.NewCreator(cio.WithStreams(nil, &stdout, &stderr)))
+	if code := waitExit(t, exitC); code != 3 {
+		t.Fatalf("exit code %d, want 3", code)
+	}
+	st, err := task.Delete(testContext(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ExitCode() != 3 {
+		t.Fatalf("delete reports exit code %d, want 3", st.ExitCode())
+	}
+	if stdout.String() != "to-stdout\n" || stderr.String() != "to-stderr\n" {
+		t.Fatalf("stdout %q, stderr %q", stdout.String(), stderr.String())
+	}
+}
+
+func TestContainerRunsUnderOurShim(t *testing.T) {
+	c := newClient(t)
+	container := newContainer(t, c, containerID(t, ""), oci.WithProcessArgs("sleep", "600"))
+	task, _ := startTask(t, container, cio.NullIO)
+	shimOf(t, task.Pid()) // fails unless the parent is containerd-shim-mine-v2
+}
+
+func TestExecWithStdin(t *testing.T) {
+	ctx := testContext(t)
+	c := newClient(t)
+	container := newContainer(t, c, containerID(t, ""), oci.WithProcessArgs("sleep", "600"))
+	task, _ := startTask(t, container, cio.NullIO)
+	spec, err := container.Spec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pspec := *spec.Process
+	pspec.Args = []string{"sh", "-c", "cat; echo exec-stderr >&2; exit 5"}
+	var stdout, stderr buffer
+	proc, err := task.Exec(ctx, "cat", &pspec, cio.NewCreator(cio.WithStreams(strings.NewReader("hello through stdin\n"), &stdout, &stderr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exitC, err := proc.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.CloseIO(ctx, containerd.WithStdinCloser); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, exitC); code != 5 {
+		t.Fatalf("exec exit code %d, want 5", code)
+	}
+	if _, err := proc.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if stdout.String() != "hello through stdin\n" || stderr.String() != "exec-stderr\n" {
+		t.Fatalf("stdout %q, stderr %q", stdout.String(), stderr.String())
+	}
+	// The container itself is untouched by its exec's exit.
+	if st, err := task.Status(ctx); err != nil || st.Status != containerd.Running {
+		t.Fatalf("container status %v, %v; want running", st.Status, err)
+	}
+}
+
+func TestExecWithTTYAndResize(t *testing.T) {
+	ctx := testContext(t)
+	c := newClient(t)
+	container := newContainer(t, c, containerID(t, ""), oci.WithProcessArgs("sleep", "600"))
+	task, _ := startTask(t, container, cio.NullIO)
+	spec, err := container.Spec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pspec := *spec.Process
+	pspec.Terminal = true
+	// The shell waits for a line, so the size it prints is the one set by
+	// Resize, not the console's initial one.
+	pspec.Args = []string{"sh", "-c", "read go; [ -t 0 ] && echo is-a-tty; stty size"}
+	stdinR, stdinW := io.Pipe()
+	var out buffer
+	proc, err := task.Exec(ctx, "tty", &pspec, cio.NewCreator(cio.WithStreams(stdinR, &out, nil), cio.WithTerminal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exitC, err := proc.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.Resize(ctx, 123, 45); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stdinW.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, exitC); code != 0 {
+		t.Fatalf("exit code %d, output %q", code, out.String())
+	}
+	stdinW.Close()
+	if _, err := proc.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	if !strings.Contains(got, "is-a-tty") || !strings.Contains(got, "45 123") {
+		t.Fatalf("terminal output %q lacks is-a-tty and the size 45 123", got)
+	}
+}
+
+func TestKillDeliversSignals(t *testing.T) {
+	c := newClient(t)
+	container := newContainer(t, c, containerID(t, ""), oci.WithProcessArgs("sh", "-c",
+		`trap 'echo got-usr1' USR1; trap 'exit 42' TERM; echo ready; while true; do sleep 0.05; done`))
+	var out buffer
+	task, exitC := startTask(t, container, cio.NewCreator(cio.WithStreams(nil, &out, nil)))
+	ctx := testContext(t)
+	waitFor(t, "the traps to be set", 10*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
+	if err := task.Kill(ctx, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "SIGUSR1 to reach the container", 10*time.Second, func() bool { return strings.Contains(out.String(), "got-usr1") })
+	if err := task.Kill(ctx, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, exitC); code != 42 {
+		t.Fatalf("exit code after SIGTERM %d, want 42", code)
+	}
+	// A stopped task has nobody to signal.
+	if err := task.Kill(ctx, syscall.SIGKILL); err == nil {
+		t.Fatal("killing an exited task succeeded")
+	}
+
+	other := newContainer(t, c, containerID(t, "sigkill"), oci.WithProcessArgs("sleep", "600"))
+	task2, exitC2 := startTask(t, other, cio.NullIO)
+	if err := task2.Kill(ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, exitC2); code != 137 {
+		t.Fatalf("exit code after SIGKILL %d, want 137", code)
+	}
+}
+
+func TestPauseAndResume(t *testing.T) {
+	ctx := testContext(t)
+	c := newClient(t)
+	id := containerID(t, "")
+	container := newContainer(t, c, id, oci.WithProcessArgs("sleep", "600"))
+	task, _ := startTask(t, container, cio.NullIO)
+
+	evCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, errs := c.Subscribe(evCtx, `topic~="/tasks/(paused|resumed)"`)
+
+	if err := task.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := task.Status(ctx); err != nil || st.Status != containerd.Paused {
+		t.Fatalf("status after pause %v, %v", st.Status, err)
+	}
+	if err := task.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := task.Status(ctx); err != nil || st.Status != containerd.Running {
+		t.Fatalf("status after resume %v, %v", st.Status, err)
+	}
+	var topics []string
+	for len(topics) < 2 {
+		select {
+		case e := <-events:
+			topics = append(topics, e.Topic)
+		case err := <-errs:
+			t.Fatal(err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("events so far %v, want paused and resumed", topics)
+		}
+	}
+	if topics[0] != "/tasks/paused" || topics[1] != "/tasks/resumed" {
+		t.Fatalf("events %v, want /tasks/paused then /tasks/resumed", topics)
+	}
+}
+
+// memoryAndCPU reads memory usage, memory limit and CPU time from a
+// task's metrics, for cgroup v1 or v2.
+func memoryAndCPU(t *testing.T, task containerd.Task) (usage, limit, cpu uint64) {
+	t.Helper()
+	m, err := task.Metrics(testContext(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := typeurl.UnmarshalAny(m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch s := data.(type) {
+	case *cgroupsv1.Metrics:
+		return s.GetMemory().GetUsage().GetUsage(), s.GetMemory().GetUsage().GetLimit(), s.GetCPU().GetUsage().GetTotal()
+	case *cgroupsv2.Metrics:
+		return s.GetMemory().GetUsage(), s.GetMemory().GetUsageLimit(), s.GetCPU().GetUsageUsec()
+	default:
+		t.Fatalf("metrics of unexpected type %T", data)
+		return 0, 0, 0
+	}
+}
+
+func TestStatsAndUpdate(t *testing.T) {
+	c := newClient(t)
+	container := newContainer(t, c, containerID(t, ""),
+		oci.WithProcessArgs("sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo busy-done; sleep 600"),
+		oci.WithMemoryLimit(256<<20))
+	var out buffer
+	task, _ := startTask(t, container, cio.NewCreator(cio.WithStreams(nil, &out, nil)))
+	waitFor(t, "the busy loop", 30*time.Second, func() bool { return strings.Contains(out.String(), "busy-done") })
+
+	usage, limit, cpu := memoryAndCPU(t, task)
+	if usage == 0 || cpu == 0 {
+		t.Fatalf("stats report memory usage %d and CPU %d; want both non-zero", usage, cpu)
+	}
+	if limit != 256<<20 {
+		t.Fatalf("memory limit %d, want %d", limit, 256<<20)
+	}
+
+	newLimit := int64(128 << 20)
+	if err := task.Update(testContext(t), containerd.WithResources(&specs.LinuxResources{
+		Memory: &specs.LinuxMemory{Limit: &newLimit},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if _, limit, _ = memoryAndCPU(t, task); limit != uint64(newLimit) {
+		t.Fatalf("memory limit after update %d, want %d", limit, newLimit)
+	}
+}
+
+func TestOOMKillIsReported(t *testing.T) {
+	ctx := testContext(t)
+	c := newClient(t)
+	id := containerID(t, "")
+	const limit = 32 << 20
+	container := newContainer(t, c, id,
+		// dd fills a 128 MiB buffer: four times the limit.
+		oci.WithProcessArgs("dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=4"),
+		oci.WithMemoryLimit(limit), oci.WithMemorySwap(limit))
+
+	evCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, errs := c.Subscribe(evCtx, `topic=="/tasks/oom"`)
+
+	_, exitC := startTask(t, container, cio.NullIO)
+	if code := waitExit(t, exitC); code != 137 {
+		t.Fatalf("exit code %d, want 137 (killed by the OOM killer)", code)
+	}
+	select {
+	case e := <-events:
+		v, err := typeurl.UnmarshalAny(e.Event)
+		if err != nil {
+			t.Fatal(err)
+		}
+		oom, ok := v.(*eventstypes.TaskOOM)
+		if !ok || oom.ContainerID != id {
+			t.Fatalf("got %T %+v, want TaskOOM for %q", v, v, id)
+		}
+	case err := <-errs:
+		t.Fatal(err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no TaskOOM event")
+	}
+}
+
+func TestMissingCommandFailsCleanly(t *testing.T) {
+	ctx := testContext(t)
+	c := newClient(t)
+	id := containerID(t, "")
+	container := newContainer(t, c, id, oci.WithProcessArgs("/no/such/binary"))
+	task, err := container.NewTask(ctx, cio.NullIO)
+	if err == nil {
+		err = task.Start(ctx)
+	}
+	if err == nil {
+		t.Fatal("a container with a missing command started")
+	}
+	if !strings.Contains(err.Error(), "/no/such/binary") {
+		t.Fatalf("error %q does not say which command is missing", err)
+	}
+	if task != nil {
+		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if isMounted(t, filepath.Join(bundleDir(id), "rootfs")) {
+		t.Fatal("the failed container's rootfs is still mounted")
+	}
+	waitFor(t, "no shim left for the failed container", 10*time.Second, func() bool {
+		for _, pid := range daemon.Shims() {
+			if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(cmdline), id) {
+				return false
+			}
+		}
+		return true
+	})
+}

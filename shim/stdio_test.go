@@ -1,0 +1,134 @@
+package shim
+
+import (
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	runc "github.com/containerd/go-runc"
+	"golang.org/x/sys/unix"
+)
+
+// fifos makes the three FIFOs containerd's client would.
+func fifos(t *testing.T) stdioPaths {
+	dir := t.TempDir()
+	p := stdioPaths{
+		stdin:  filepath.Join(dir, "stdin"),
+		stdout: filepath.Join(dir, "stdout"),
+		stderr: filepath.Join(dir, "stderr"),
+	}
+	for _, f := range []string{p.stdin, p.stdout, p.stderr} {
+		if err := unix.Mkfifo(f, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+// TestPipesCopyToAndFromFIFOs runs a host process with the stdio the shim
+// gives a container and checks both directions arrive whole.
+func TestPipesCopyToAndFromFIFOs(t *testing.T) {
+	paths := fifos(t)
+	pio, err := newProcessIO(paths, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pio.Close()
+	cmd := exec.Command("sh", "-c", "cat; echo done >&2")
+	pio.runcIO().Set(cmd)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pio.runcIO().(runc.StartCloser).CloseAfterStart(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pio.start(); err != nil {
+		t.Fatal(err)
+	}
+
+	stdout, err := os.Open(paths.stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdout.Close()
+	stderr, err := os.Open(paths.stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	stdin, err := os.OpenFile(paths.stdin, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, 256<<10) // more than a pipe holds
+	for i := range payload {
+		payload[i] = byte('a' + i%26)
+	}
+	go func() {
+		stdin.Write(payload)
+		stdin.Close() // the process must read EOF
+	}()
+	got := make([]byte, len(payload))
+	if _, err := io.ReadFull(stdout, got); err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(payload) {
+		t.Fatal("stdout differs from what was written to stdin")
+	}
+	line := make([]byte, 5)
+	if _, err := io.ReadFull(stderr, line); err != nil || string(line) != "done\n" {
+		t.Fatalf("stderr %q, %v", line, err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	pio.drain()
+}
+
+// TestCloseIOEndsStdin checks CloseIO gives the process EOF even when
+// the client keeps its end of the stdin FIFO open.
+func TestCloseIOEndsStdin(t *testing.T) {
+	paths := fifos(t)
+	paths.stderr = ""
+	pio, err := newProcessIO(paths, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pio.Close()
+	cmd := exec.Command("sh", "-c", "cat; echo eof")
+	pio.runcIO().Set(cmd)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pio.runcIO().(runc.StartCloser).CloseAfterStart()
+	if err := pio.start(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := os.Open(paths.stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdout.Close()
+	stdin, err := os.OpenFile(paths.stdin, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	if _, err := stdin.Write([]byte("x\n")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 2)
+	if _, err := io.ReadFull(stdout, got); err != nil || string(got) != "x\n" {
+		t.Fatalf("stdout %q, %v", got, err)
+	}
+	pio.closeStdin()
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	rest := make([]byte, 4)
+	if _, err := io.ReadFull(stdout, rest); err != nil || string(rest) != "eof\n" {
+		t.Fatalf("after CloseIO stdout %q, %v", rest, err)
+	}
+}
