@@ -1,16 +1,11 @@
 package shim
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
-	"github.com/containerd/containerd/v2/core/events"
-	"github.com/containerd/containerd/v2/pkg/oom"
-	oomv1 "github.com/containerd/containerd/v2/pkg/oom/v1"
-	oomv2 "github.com/containerd/containerd/v2/pkg/oom/v2"
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -19,23 +14,6 @@ import (
 // unified tells whether runc puts containers in cgroup v2. On a hybrid
 // host (v1 controllers, cgroup2 mounted beside them) it uses v1.
 func unified() bool { return cgroups.Mode() == cgroups.Unified }
-
-func newOOMWatcher(ctx context.Context, publisher events.Publisher) (oom.Watcher, error) {
-	var (
-		w   oom.Watcher
-		err error
-	)
-	if unified() {
-		w, err = oomv2.New(publisher)
-	} else {
-		w, err = oomv1.New(publisher)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("oom watcher: %w", err)
-	}
-	go w.Run(ctx)
-	return w, nil
-}
 
 // loadCgroup finds the cgroup runc placed a process in.
 func loadCgroup(pid int) (any, error) {
@@ -58,9 +36,7 @@ func (s *service) watchContainer(c *container) {
 		return
 	}
 	c.cgroup = cg
-	if err := s.oom.Add(c.id, cg); err != nil {
-		log.L.WithError(err).WithField("id", c.id).Warn("watch for OOM")
-	}
+	c.stopOOMWatch = s.watchOOM(c.id, cg)
 }
 
 func cgroupStats(cg any) (*anypb.Any, error) {

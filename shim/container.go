@@ -12,6 +12,8 @@ type container struct {
 	opts   runtimeOptions
 	rootfs string // where the shim mounted the rootfs; "" if it did not
 	cgroup any    // cgroup1.Cgroup or *cgroup2.Manager, for stats and OOM
+	// stopOOMWatch ends the container's OOM watch; nil without a cgroup.
+	stopOOMWatch func()
 	init   *process
 	execs  map[string]*process
 	// initExitPending is set while the init has exited but some exec's

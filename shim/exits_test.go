@@ -9,20 +9,25 @@ import (
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
-	"github.com/containerd/containerd/v2/core/events"
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/typeurl/v2"
 	runc "github.com/containerd/go-runc"
 )
 
 // recorder is a publisher that keeps what it is sent, in order.
 type recorder struct {
 	mu     sync.Mutex
-	events []events.Event
+	events []any
 	added  chan struct{}
 }
 
 func newRecorder() *recorder { return &recorder{added: make(chan struct{}, 100)} }
 
-func (r *recorder) Publish(_ context.Context, _ string, e events.Event) error {
+func (r *recorder) send(_ context.Context, env *types.Envelope) error {
+	e, err := typeurl.UnmarshalAny(env.Event)
+	if err != nil {
+		return err
+	}
 	r.mu.Lock()
 	r.events = append(r.events, e)
 	r.mu.Unlock()
@@ -31,11 +36,11 @@ func (r *recorder) Publish(_ context.Context, _ string, e events.Event) error {
 }
 
 // wait returns the first n events, failing the test if they do not come.
-func (r *recorder) wait(t *testing.T, n int) []events.Event {
+func (r *recorder) wait(t *testing.T, n int) []any {
 	t.Helper()
 	for {
 		r.mu.Lock()
-		got := append([]events.Event(nil), r.events...)
+		got := append([]any(nil), r.events...)
 		r.mu.Unlock()
 		if len(got) >= n {
 			return got
@@ -55,7 +60,7 @@ func testService(t *testing.T) (*service, *recorder, chan runc.Exit) {
 		containers: make(map[string]*container),
 		pids:       make(map[int]*process),
 		early:      make(map[int]runc.Exit),
-		events:     newEventQueue(rec, "test"),
+		events:     newEventQueue(rec.send, "test"),
 	}
 	exits := make(chan runc.Exit)
 	go s.exitLoop(exits)

@@ -2,25 +2,26 @@ package shim
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
-	"github.com/containerd/containerd/api/types"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/v2/core/mount"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/containerd/v2/pkg/shim"
-	"github.com/containerd/containerd/v2/version"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // RuntimeName is the runtime type containerd knows the shim by; containerd
@@ -35,21 +36,12 @@ var groupAnnotations = []string{GroupAnnotation, "io.kubernetes.cri.sandbox-id"}
 
 const defaultSocketDir = "/run/containerd/s"
 
-// Manager is the shim binary's bootstrap side: `start` finds or spawns the
-// pod's shim and `delete` cleans up after a shim that died.
-type Manager struct{}
-
-func (Manager) Name() string { return RuntimeName }
-
-// Start runs in a short-lived process containerd forks for every new
-// container. It answers with the address of the shim serving the
-// container's group, spawning that shim if the group has none yet.
-func (Manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *bootapi.BootstrapResult, retErr error) {
-	ns, err := namespaces.NamespaceRequired(ctx)
-	if err != nil {
-		return nil, err
-	}
-	group, err := groupOf("config.json", params.InstanceID)
+// start is `containerd-shim-mine-v2 start`, run by containerd for every new
+// container with the bundle as working directory. It answers with the
+// address of the shim serving the container's group, spawning that shim
+// if the group has none yet.
+func start(ctx context.Context, f flags, params *bootapi.BootstrapParams) (_ *bootapi.BootstrapResult, retErr error) {
+	group, err := groupOf("config.json", f.id)
 	if err != nil {
 		return nil, err
 	}
@@ -57,31 +49,21 @@ func (Manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *b
 	if socketDir == "" {
 		socketDir = defaultSocketDir
 	}
-	address, err := shim.CreateSocketAddress(ctx, socketDir, params.ContainerdGrpcAddress, group, false)
+	// One socket per containerd, namespace and group.
+	sum := sha256.Sum256([]byte(filepath.Join(params.ContainerdGrpcAddress, f.namespace, group)))
+	path := filepath.Join(socketDir, fmt.Sprintf("%x", sum))
+	result := &bootapi.BootstrapResult{Version: 3, Address: "unix://" + path, Protocol: "ttrpc"}
+
+	listener, err := listen(path)
 	if err != nil {
 		return nil, err
 	}
-	result := &bootapi.BootstrapResult{Version: 3, Address: address, Protocol: "ttrpc"}
-
-	listener, err := shim.NewSocket(address)
-	if err != nil {
-		if !shim.SocketEaddrinuse(err) {
-			return nil, fmt.Errorf("create shim socket: %w", err)
-		}
-		if shim.CanConnect(address) {
-			return result, nil // the group's shim is running: share it
-		}
-		// A shim that died left its socket behind.
-		if err := shim.RemoveSocket(address); err != nil {
-			return nil, fmt.Errorf("remove stale shim socket: %w", err)
-		}
-		if listener, err = shim.NewSocket(address); err != nil {
-			return nil, fmt.Errorf("create shim socket: %w", err)
-		}
+	if listener == nil {
+		return result, nil // the group's shim is running: share it
 	}
 	defer func() {
 		if retErr != nil {
-			_ = shim.RemoveSocket(address)
+			os.Remove(path)
 		}
 	}()
 	socket, err := listener.File()
@@ -98,26 +80,69 @@ func (Manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *b
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"-namespace", ns, "-id", params.InstanceID, "-address", params.ContainerdGrpcAddress}
+	args := []string{"-namespace", f.namespace, "-id", f.id, "-address", params.ContainerdGrpcAddress}
 	if params.GetLogLevel() <= bootapi.LogLevel_LOG_LEVEL_DEBUG {
 		args = append(args, "-debug")
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Dir, _ = os.Getwd()
-	// One P is plenty for a shim and keeps its resident set small.
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
-	cmd.ExtraFiles = []*os.File{socket} // fd 3: pkg/shim serves on it
+	cmd.Env = append(os.Environ(), ttrpcAddressEnv+"="+params.ContainerdTtrpcAddress)
+	if os.Getenv("GOMAXPROCS") == "" {
+		// One P is plenty for a shim and keeps its resident set small.
+		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
+	}
+	cmd.ExtraFiles = []*os.File{socket} // fd 3: the shim serves on it
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	go func() { _ = cmd.Wait() }()
-	if err := shim.AdjustOOMScore(cmd.Process.Pid); err != nil {
-		// Without CAP_SYS_RESOURCE the score cannot always be set; the
-		// shim still works, it is just not protected from the OOM killer.
+	if err := adjustOOMScore(cmd.Process.Pid); err != nil {
+		// The shim works all the same; it is only less protected than
+		// its containers from the OOM killer.
 		log.G(ctx).WithError(err).Warn("adjust shim OOM score")
 	}
 	return result, nil
+}
+
+// listen creates the group's socket. It returns nil, nil when a live shim
+// already serves it.
+func listen(path string) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+		return nil, err
+	}
+	for range 2 {
+		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+		if err == nil {
+			return l, os.Chmod(path, 0o600)
+		}
+		if !errors.Is(err, unix.EADDRINUSE) {
+			return nil, fmt.Errorf("create shim socket: %w", err)
+		}
+		if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			conn.Close()
+			return nil, nil
+		}
+		// A shim that died left its socket behind.
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale shim socket: %w", err)
+		}
+	}
+	return nil, fmt.Errorf("create shim socket %s: address in use", path)
+}
+
+// adjustOOMScore makes the shim a slightly likelier OOM victim than
+// containerd, as every shim is: raising a score needs no privilege.
+func adjustOOMScore(pid int) error {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", os.Getppid()))
+	if err != nil {
+		return err
+	}
+	score, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte(strconv.Itoa(min(score+1, 1000))), 0)
 }
 
 // groupOf reads the group a container belongs to from its OCI spec.
@@ -140,27 +165,23 @@ func groupOf(specPath, id string) (string, error) {
 	return id, nil
 }
 
-// Stop is `containerd-shim-mine-v2 delete`: containerd runs it, with the
+// cleanup is `containerd-shim-mine-v2 delete`: containerd runs it, with the
 // bundle as working directory, when a shim died without deleting its
 // container. No RPC is possible, so it works from the bundle's files.
-func (Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
-	bundle, err := os.Getwd()
-	if err != nil {
-		return shim.StopStatus{}, err
-	}
-	if o, ok := ctx.Value(shim.OptsKey{}).(shim.Opts); ok && o.BundlePath != "" {
-		bundle = o.BundlePath
-	}
-	ns, err := namespaces.NamespaceRequired(ctx)
-	if err != nil {
-		return shim.StopStatus{}, err
+func cleanup(ctx context.Context, f flags) (*taskAPI.DeleteResponse, error) {
+	bundle := f.bundle
+	if bundle == "" {
+		var err error
+		if bundle, err = os.Getwd(); err != nil {
+			return nil, err
+		}
 	}
 	opts, err := readOptions(bundle)
 	if err != nil {
-		return shim.StopStatus{}, err
+		return nil, err
 	}
-	r := newRunc(opts, ns, bundle)
-	if err := r.Delete(ctx, id, &runc.DeleteOpts{Force: true}); err != nil {
+	r := newRunc(opts, f.namespace, bundle)
+	if err := r.Delete(ctx, f.id, &runc.DeleteOpts{Force: true}); err != nil {
 		log.G(ctx).WithError(err).Warn("runc delete")
 	}
 	now := time.Now()
@@ -168,17 +189,10 @@ func (Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 		log.G(ctx).WithError(err).Warn("unmount rootfs")
 	}
 	if rec, err := readExitRecord(bundle); err == nil {
-		return shim.StopStatus{Pid: rec.Pid, ExitStatus: rec.Status, ExitedAt: rec.ExitedAt}, nil
+		return &taskAPI.DeleteResponse{Pid: uint32(rec.Pid), ExitStatus: uint32(rec.Status), ExitedAt: timestamppb.New(rec.ExitedAt)}, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		log.G(ctx).WithError(err).Warn("read exit record")
 	}
 	pid, _ := runc.ReadPidFile(filepath.Join(bundle, initPidFile))
-	return shim.StopStatus{Pid: pid, ExitStatus: 128 + int(unix.SIGKILL), ExitedAt: now}, nil
-}
-
-func (Manager) Info(ctx context.Context, _ io.Reader) (*types.RuntimeInfo, error) {
-	return &types.RuntimeInfo{
-		Name:    RuntimeName,
-		Version: &types.RuntimeVersion{Version: version.Version, Revision: version.Revision},
-	}, nil
+	return &taskAPI.DeleteResponse{Pid: uint32(pid), ExitStatus: 128 + uint32(unix.SIGKILL), ExitedAt: timestamppb.New(now)}, nil
 }

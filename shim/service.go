@@ -1,6 +1,6 @@
 // Package shim is containerd-shim-mine-v2: the runtime v2 task service that
-// containerd drives over ttrpc, one process per pod, running its containers
-// with runc.
+// containerd drives over ttrpc, one process per pod, running the pod's
+// containers with runc.
 package shim
 
 import (
@@ -8,44 +8,13 @@ import (
 	"os"
 	"sync"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
-	"github.com/containerd/containerd/v2/core/events"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/containerd/v2/pkg/oom"
-	"github.com/containerd/containerd/v2/pkg/shim"
-	"github.com/containerd/containerd/v2/pkg/shutdown"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
-	"github.com/containerd/containerd/v2/plugins"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	runc "github.com/containerd/go-runc"
-	"github.com/containerd/plugin"
-	"github.com/containerd/plugin/registry"
 	"github.com/containerd/ttrpc"
 )
-
-// Register makes the task service known to pkg/shim's plugin loader.
-func Register() {
-	registry.Register(&plugin.Registration{
-		Type: plugins.TTRPCPlugin,
-		ID:   "task",
-		Requires: []plugin.Type{
-			plugins.EventPlugin,
-			plugins.InternalPlugin,
-		},
-		InitFn: func(ic *plugin.InitContext) (any, error) {
-			pp, err := ic.GetByID(plugins.EventPlugin, "publisher")
-			if err != nil {
-				return nil, err
-			}
-			ss, err := ic.GetByID(plugins.InternalPlugin, "shutdown")
-			if err != nil {
-				return nil, err
-			}
-			return newService(ic.Context, pp.(shim.Publisher), ss.(shutdown.Service))
-		},
-	})
-}
 
 // service implements the task API for every container of one pod.
 type service struct {
@@ -59,54 +28,41 @@ type service struct {
 	starting int
 	early    map[int]runc.Exit
 
-	events   *eventQueue
-	oom      oom.Watcher
-	shutdown shutdown.Service
+	events *eventQueue
+	// shutdown ends the shim; Shutdown calls it once no container is left.
+	shutdown func()
 }
 
-func newService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (*service, error) {
-	ns, err := namespaces.NamespaceRequired(ctx)
-	if err != nil {
-		return nil, err
-	}
+func newService(namespace string, events *eventQueue, shutdown func()) *service {
 	// go-runc must wait for runc through the reaper, or the shim's SIGCHLD
 	// handler would steal runc's exit status.
 	runc.Monitor = reaper.Default
 	s := &service{
-		namespace:  ns,
+		namespace:  namespace,
 		containers: make(map[string]*container),
 		pids:       make(map[int]*process),
 		early:      make(map[int]runc.Exit),
-		events:     newEventQueue(publisher, ns),
-		shutdown:   sd,
-	}
-	if s.oom, err = newOOMWatcher(ctx, s.events); err != nil {
-		return nil, err
+		events:     events,
+		shutdown:   shutdown,
 	}
 	go s.exitLoop(reaper.Default.Subscribe())
-	sd.RegisterCallback(func(context.Context) error {
-		s.oom.Close()
-		s.events.close()
-		return publisher.Close()
-	})
-	return s, nil
+	return s
 }
 
-// RegisterTTRPC serves task API v3, which containerd 2.x speaks, and v2
-// for older clients: their messages are the same on the wire.
-func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
+// register serves task API v3, which containerd 2.x speaks, and v2 for
+// older clients. The two are the same messages on the wire; the service
+// is written against v2's types because v3's package also carries gRPC
+// stubs, and a shim links no gRPC.
+func (s *service) register(server *ttrpc.Server) {
 	taskAPI.RegisterTTRPCTaskService(server, s)
-	registerTaskV2(server, s)
-	return nil
+	registerTaskV3(server, s)
 }
 
-// UnaryServerInterceptor turns errdefs errors into the status codes
-// containerd maps back to them.
-func (s *service) UnaryServerInterceptor() ttrpc.UnaryServerInterceptor {
-	return func(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (any, error) {
-		resp, err := method(ctx, unmarshal)
-		return resp, errgrpc.ToGRPC(err)
-	}
+// errorInterceptor turns errdefs errors into the status codes containerd
+// maps back to them.
+func errorInterceptor(ctx context.Context, unmarshal ttrpc.Unmarshaler, _ *ttrpc.UnaryServerInfo, method ttrpc.Method) (any, error) {
+	resp, err := method(ctx, unmarshal)
+	return resp, errgrpc.ToGRPC(err)
 }
 
 // lookup returns a container and one of its processes; the caller holds mu.
@@ -125,8 +81,8 @@ func (s *service) lookup(containerID, execID string) (*container, *process, erro
 	return c, p, nil
 }
 
-func (s *service) publish(topic string, body events.Event) {
-	_ = s.events.Publish(context.Background(), topic, body)
+func (s *service) publish(topic string, body any) {
+	s.events.publish(topic, body)
 }
 
 func shimPid() uint32 { return uint32(os.Getpid()) }

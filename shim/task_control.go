@@ -11,7 +11,7 @@ import (
 
 	"github.com/containerd/console"
 	eventstypes "github.com/containerd/containerd/api/events"
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/errdefs"
@@ -184,6 +184,6 @@ func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*em
 	if n > 0 && !r.Now {
 		return empty, nil
 	}
-	s.shutdown.Shutdown()
+	s.shutdown()
 	return empty, nil
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/mount"
@@ -304,6 +304,9 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		<-p.exited
 	}
 	p.io.Close()
+	if c.stopOOMWatch != nil {
+		c.stopOOMWatch()
+	}
 	if c.rootfs != "" {
 		if err := mount.UnmountRecursive(c.rootfs, 0); err != nil {
 			return nil, fmt.Errorf("unmount rootfs of %s: %w", c.id, err)

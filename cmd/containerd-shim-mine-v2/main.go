@@ -3,14 +3,8 @@
 // pod's containers with runc.
 package main
 
-import (
-	"context"
-
-	cshim "github.com/containerd/containerd/v2/pkg/shim"
-	"github.com/mine-runtime/mine/shim"
-)
+import "github.com/mine-runtime/mine/shim"
 
 func main() {
-	shim.Register()
-	cshim.RunShim(context.Background(), shim.Manager{})
+	shim.Main()
 }

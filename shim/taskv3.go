@@ -4,14 +4,14 @@ import (
 	"context"
 	"reflect"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/ttrpc"
 )
 
-// registerTaskV2 serves the v3 implementation under the task API v2
-// service name. The v2 and v3 messages are identical on the wire, so each
-// v2 call is decoded straight into the v3 request type.
-func registerTaskV2(server *ttrpc.Server, svc taskAPI.TTRPCTaskService) {
+// registerTaskV3 serves the implementation under the task API v3 service
+// name. Its messages are identical to v2's on the wire, so each call is
+// decoded straight into the v2 request type.
+func registerTaskV3(server *ttrpc.Server, svc taskAPI.TTRPCTaskService) {
 	iface := reflect.TypeFor[taskAPI.TTRPCTaskService]()
 	impl := reflect.ValueOf(svc)
 	methods := make(map[string]ttrpc.Method, iface.NumMethod())
@@ -31,5 +31,5 @@ func registerTaskV2(server *ttrpc.Server, svc taskAPI.TTRPCTaskService) {
 			return out[0].Interface(), nil
 		}
 	}
-	server.RegisterService("containerd.task.v2.Task", &ttrpc.ServiceDesc{Methods: methods})
+	server.RegisterService("containerd.task.v3.Task", &ttrpc.ServiceDesc{Methods: methods})
 }

@@ -1,0 +1,93 @@
+package shim
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/sys/reaper"
+	"github.com/containerd/fifo"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	"golang.org/x/sys/unix"
+)
+
+// serve is the long-running shim: it serves the task API on the socket
+// `start` handed it as fd 3 until containerd shuts it down.
+func serve(ctx context.Context, f flags) error {
+	// A shim's heap is small and mostly idle: collect early rather than
+	// let it grow.
+	debug.SetGCPercent(40)
+
+	// containerd reads the shim's log, and any panic, from the "log" FIFO
+	// it made in the bundle.
+	if logf, err := fifo.OpenFifoDup2(ctx, "log", unix.O_WRONLY, 0o700, int(os.Stderr.Fd())); err == nil {
+		log.L.Logger.SetOutput(logf)
+	}
+
+	signals := make(chan os.Signal, 32)
+	signal.Notify(signals, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT, unix.SIGPIPE)
+	// Containers' processes are reparented to the shim when runc exits,
+	// so that their exits reach it.
+	if err := reaper.SetSubreaper(1); err != nil {
+		return fmt.Errorf("become subreaper: %w", err)
+	}
+
+	l, err := net.FileListener(os.NewFile(3, "socket"))
+	if err != nil {
+		return fmt.Errorf("shim socket (fd 3): %w", err)
+	}
+	socketPath := l.Addr().String()
+
+	fwd := &forwarder{address: os.Getenv(ttrpcAddressEnv)}
+	events := newEventQueue(fwd.send, f.namespace)
+	done := make(chan struct{})
+	var once sync.Once
+	svc := newService(f.namespace, events, func() { once.Do(func() { close(done) }) })
+
+	server, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(errorInterceptor))
+	if err != nil {
+		return err
+	}
+	svc.register(server)
+	go func() {
+		if err := server.Serve(ctx, l); err != nil && err != ttrpc.ErrServerClosed {
+			log.G(ctx).WithError(err).Error("ttrpc server")
+		}
+	}()
+	log.G(ctx).WithField("pid", os.Getpid()).Debug("shim serving")
+
+loop:
+	for {
+		select {
+		case sig := <-signals:
+			switch sig {
+			case unix.SIGCHLD:
+				if err := reaper.Reap(); err != nil {
+					log.G(ctx).WithError(err).Error("reap exits")
+				}
+			case unix.SIGTERM, unix.SIGINT:
+				break loop
+			}
+		case <-done:
+			break loop
+		}
+	}
+
+	// Answer the Shutdown call in flight before going away.
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = server.Shutdown(sctx)
+	events.close()
+	fwd.close()
+	if err := os.Remove(socketPath); err != nil && !os.IsNotExist(err) {
+		log.G(ctx).WithError(err).Warn("remove shim socket")
+	}
+	signal.Stop(signals)
+	return nil
+}
