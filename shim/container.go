@@ -14,8 +14,8 @@ type container struct {
 	cgroup any    // cgroup1.Cgroup or *cgroup2.Manager, for stats and OOM
 	// stopOOMWatch ends the container's OOM watch; nil without a cgroup.
 	stopOOMWatch func()
-	init   *process
-	execs  map[string]*process
+	init         *process
+	execs        map[string]*process
 	// initExitPending is set while the init has exited but some exec's
 	// exit has not been published yet.
 	initExitPending bool

@@ -10,8 +10,8 @@ import (
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	"github.com/containerd/containerd/api/types"
-	"github.com/containerd/typeurl/v2"
 	runc "github.com/containerd/go-runc"
+	"github.com/containerd/typeurl/v2"
 )
 
 // recorder is a publisher that keeps what it is sent, in order.

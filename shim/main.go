@@ -119,4 +119,3 @@ func runtimeInfo() *types.RuntimeInfo {
 		Version: &types.RuntimeVersion{Version: version.Version, Revision: version.Revision},
 	}
 }
-

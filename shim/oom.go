@@ -3,9 +3,9 @@ package shim
 import (
 	"os"
 
-	eventstypes "github.com/containerd/containerd/api/events"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
+	eventstypes "github.com/containerd/containerd/api/events"
 	"github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
