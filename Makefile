@@ -10,7 +10,7 @@ LDFLAGS := -X $(VERSION_PKG).Version=$(CONTAINERD_VERSION) -X $(VERSION_PKG).Rev
 # no_cri leaves containerd's own CRI plugin out: ours serves the CRI.
 DAEMON_TAGS := no_cri
 
-.PHONY: all binaries deps test unit integration demo clean FORCE
+.PHONY: all binaries deps test unit integration demo bench clean FORCE
 
 all: binaries
 
@@ -41,6 +41,11 @@ integration: deps binaries
 
 demo: deps binaries
 	$(GO) run ./integration/cmd/demo -bin bin
+
+# Benchmarks, beside stock containerd v2.4.2's components in the same run.
+# Budget: about a minute.
+bench: deps binaries
+	$(GO) run ./integration/cmd/shimmem -bin bin
 
 clean:
 	rm -rf bin
