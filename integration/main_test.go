@@ -17,9 +17,9 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
 
 	"github.com/mine-runtime/mine/integration/testbed"
 )
@@ -31,8 +31,8 @@ const (
 )
 
 var (
+	bed      *testbed.Bed
 	daemon   *testbed.Daemon
-	registry *testbed.Registry
 	imageRef string
 	binDir   string
 )
@@ -46,47 +46,20 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "integration tests run containers and need root")
 		return 1
 	}
-	var err error
 	binDir = os.Getenv("MINE_BIN_DIR")
 	if binDir == "" {
 		binDir = "../bin"
 	}
+	var err error
 	if binDir, err = filepath.Abs(binDir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	for _, b := range []string{"containerd", shimBinary} {
-		if _, err := os.Stat(filepath.Join(binDir, b)); err != nil {
-			fmt.Fprintf(os.Stderr, "%s not built (run make): %v\n", b, err)
-			return 1
-		}
-	}
-	registry, err = testbed.StartRegistry()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer registry.Close()
-	img, err := testbed.BusyboxImage()
+	ctx := context.Background()
+	bed, err = testbed.Start(ctx, binDir, "")
 	if err == nil {
-		imageRef, err = registry.Push("mine/busybox:latest", img)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-
-	dir, err := os.MkdirTemp("", "mine-it-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	daemon, err = testbed.NewDaemon(dir, binDir, "")
-	if err == nil {
-		err = daemon.Start(context.Background())
-	}
-	if err == nil {
-		err = pullImage()
+		daemon, imageRef = bed.Daemon, bed.ImageRef
+		err = bed.Pull(ctx, namespace)
 	}
 	code := 1
 	if err != nil {
@@ -94,29 +67,13 @@ func run(m *testing.M) int {
 	} else {
 		code = m.Run()
 	}
-	if err := daemon.Teardown(); err != nil {
-		fmt.Fprintln(os.Stderr, "teardown found leftovers:", err)
-		code = 1
-	}
-	if code == 0 {
-		os.RemoveAll(dir)
-	} else {
-		fmt.Fprintf(os.Stderr, "the daemon's log is kept in %s\n", daemon.Log)
+	if bed != nil {
+		if err := bed.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "teardown:", err)
+			code = 1
+		}
 	}
 	return code
-}
-
-func pullImage() error {
-	c, err := daemon.Client(namespace)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	resolver := docker.NewResolver(docker.ResolverOptions{
-		Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(docker.MatchLocalhost)),
-	})
-	_, err = c.Pull(context.Background(), imageRef, containerd.WithPullUnpack, containerd.WithResolver(resolver))
-	return err
 }
 
 // testContext is the namespaced context tests talk to containerd with.
@@ -264,4 +221,29 @@ func processAlive(pid int) bool {
 	// The state follows the command name, which is in parentheses.
 	i := bytes.LastIndexByte(data, ')')
 	return i > 0 && i+2 < len(data) && data[i+2] != 'Z'
+}
+
+// subscribe returns the events on topics matching filter, decoded, until
+// the test ends.
+func subscribe(t *testing.T, c *containerd.Client, filter string) func(what string) any {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	events, errs := c.Subscribe(ctx, filter)
+	return func(what string) any {
+		t.Helper()
+		select {
+		case e := <-events:
+			v, err := typeurl.UnmarshalAny(e.Event)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		case err := <-errs:
+			t.Fatal(err)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no event: %s", what)
+		}
+		return nil
+	}
 }

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
-	"github.com/containerd/typeurl/v2"
 )
 
 func TestContainersOfOnePodShareOneShim(t *testing.T) {
@@ -74,9 +72,7 @@ func TestShimKilledIsCleanedUp(t *testing.T) {
 	id := containerID(t, "")
 	container := newContainer(t, c, id, oci.WithProcessArgs("sleep", "600"))
 
-	evCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	events, errs := c.Subscribe(evCtx, `topic=="/tasks/exit"`)
+	next := subscribe(t, c, `topic=="/tasks/exit"`)
 
 	task, _ := startTask(t, container, cio.NullIO)
 	pid := int(task.Pid())
@@ -89,20 +85,9 @@ func TestShimKilledIsCleanedUp(t *testing.T) {
 	if err := syscall.Kill(shim, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case e := <-events:
-		v, err := typeurl.UnmarshalAny(e.Event)
-		if err != nil {
-			t.Fatal(err)
-		}
-		exit, ok := v.(*eventstypes.TaskExit)
-		if !ok || exit.ContainerID != id || exit.ExitStatus != 137 {
-			t.Fatalf("got %+v, want TaskExit for %s with status 137", v, id)
-		}
-	case err := <-errs:
-		t.Fatal(err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("containerd reported no exit after the shim was killed")
+	v := next("containerd reported no exit after the shim was killed")
+	if exit, ok := v.(*eventstypes.TaskExit); !ok || exit.ContainerID != id || exit.ExitStatus != 137 {
+		t.Fatalf("got %+v, want TaskExit for %s with status 137", v, id)
 	}
 	if _, err := task.Status(ctx); !errdefs.IsNotFound(err) {
 		t.Fatalf("task status after its shim died: %v, want NotFound", err)
@@ -170,24 +155,9 @@ func TestDaemonRestartKeepsContainers(t *testing.T) {
 	if st, err := runTask.Status(ctx); err != nil || st.Status != containerd.Running || int(runTask.Pid()) != runPid {
 		t.Fatalf("after restart: status %v (%v), pid %d; want running, pid %d", st.Status, err, runTask.Pid(), runPid)
 	}
-	spec, err := running.Spec(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pspec := *spec.Process
-	pspec.Args = []string{"echo", "exec after restart"}
 	var out buffer
-	proc, err := runTask.Exec(ctx, "after-restart", &pspec, cio.NewCreator(cio.WithStreams(nil, &out, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	exitC, err := proc.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := proc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	proc, exitC := startExec(t, running, runTask, "after-restart", false, []string{"echo", "exec after restart"},
+		cio.NewCreator(cio.WithStreams(nil, &out, nil)))
 	if code := waitExit(t, exitC); code != 0 {
 		t.Fatalf("exec after restart exited %d", code)
 	}

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -38,6 +37,33 @@ func startTask(t *testing.T, container containerd.Container, creator cio.Creator
 		t.Fatal(err)
 	}
 	return task, exitC
+}
+
+// startExec starts a process in a running container, with the container's
+// process settings but the given arguments, and returns it with the
+// channel its exit arrives on.
+func startExec(t *testing.T, container containerd.Container, task containerd.Task, id string, terminal bool, args []string, creator cio.Creator) (containerd.Process, <-chan containerd.ExitStatus) {
+	t.Helper()
+	ctx := testContext(t)
+	spec, err := container.Spec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pspec := *spec.Process
+	pspec.Terminal = terminal
+	pspec.Args = args
+	proc, err := task.Exec(ctx, id, &pspec, creator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exitC, err := proc.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return proc, exitC
 }
 
 func waitExit(t *testing.T, exitC <-chan containerd.ExitStatus) uint32 {
@@ -87,24 +113,9 @@ func TestExecWithStdin(t *testing.T) {
 	c := newClient(t)
 	container := newContainer(t, c, containerID(t, ""), oci.WithProcessArgs("sleep", "600"))
 	task, _ := startTask(t, container, cio.NullIO)
-	spec, err := container.Spec(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pspec := *spec.Process
-	pspec.Args = []string{"sh", "-c", "cat; echo exec-stderr >&2; exit 5"}
 	var stdout, stderr buffer
-	proc, err := task.Exec(ctx, "cat", &pspec, cio.NewCreator(cio.WithStreams(strings.NewReader("hello through stdin\n"), &stdout, &stderr)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	exitC, err := proc.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := proc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	proc, exitC := startExec(t, container, task, "cat", false, []string{"sh", "-c", "cat; echo exec-stderr >&2; exit 5"},
+		cio.NewCreator(cio.WithStreams(strings.NewReader("hello through stdin\n"), &stdout, &stderr)))
 	if err := proc.CloseIO(ctx, containerd.WithStdinCloser); err != nil {
 		t.Fatal(err)
 	}
@@ -128,28 +139,12 @@ func TestExecWithTTYAndResize(t *testing.T) {
 	c := newClient(t)
 	container := newContainer(t, c, containerID(t, ""), oci.WithProcessArgs("sleep", "600"))
 	task, _ := startTask(t, container, cio.NullIO)
-	spec, err := container.Spec(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pspec := *spec.Process
-	pspec.Terminal = true
-	// The shell waits for a line, so the size it prints is the one set by
-	// Resize, not the console's initial one.
-	pspec.Args = []string{"sh", "-c", "read go; [ -t 0 ] && echo is-a-tty; stty size"}
 	stdinR, stdinW := io.Pipe()
 	var out buffer
-	proc, err := task.Exec(ctx, "tty", &pspec, cio.NewCreator(cio.WithStreams(stdinR, &out, nil), cio.WithTerminal))
-	if err != nil {
-		t.Fatal(err)
-	}
-	exitC, err := proc.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := proc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	// The shell waits for a line, so the size it prints is the one set by
+	// Resize, not the console's initial one.
+	proc, exitC := startExec(t, container, task, "tty", true, []string{"sh", "-c", "read go; [ -t 0 ] && echo is-a-tty; stty size"},
+		cio.NewCreator(cio.WithStreams(stdinR, &out, nil), cio.WithTerminal))
 	if err := proc.Resize(ctx, 123, 45); err != nil {
 		t.Fatal(err)
 	}
@@ -209,9 +204,7 @@ func TestPauseAndResume(t *testing.T) {
 	container := newContainer(t, c, id, oci.WithProcessArgs("sleep", "600"))
 	task, _ := startTask(t, container, cio.NullIO)
 
-	evCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	events, errs := c.Subscribe(evCtx, `topic~="/tasks/(paused|resumed)"`)
+	next := subscribe(t, c, `topic~="/tasks/(paused|resumed)"`)
 
 	if err := task.Pause(ctx); err != nil {
 		t.Fatal(err)
@@ -225,24 +218,14 @@ func TestPauseAndResume(t *testing.T) {
 	if st, err := task.Status(ctx); err != nil || st.Status != containerd.Running {
 		t.Fatalf("status after resume %v, %v", st.Status, err)
 	}
-	var topics []string
-	for len(topics) < 2 {
-		select {
-		case e := <-events:
-			topics = append(topics, e.Topic)
-		case err := <-errs:
-			t.Fatal(err)
-		case <-time.After(10 * time.Second):
-			t.Fatalf("events so far %v, want paused and resumed", topics)
-		}
+	if e, ok := next("TaskPaused").(*eventstypes.TaskPaused); !ok || e.ContainerID != id {
+		t.Fatalf("first event %+v, want TaskPaused for %s", e, id)
 	}
-	if topics[0] != "/tasks/paused" || topics[1] != "/tasks/resumed" {
-		t.Fatalf("events %v, want /tasks/paused then /tasks/resumed", topics)
+	if e, ok := next("TaskResumed").(*eventstypes.TaskResumed); !ok || e.ContainerID != id {
+		t.Fatalf("second event %+v, want TaskResumed for %s", e, id)
 	}
 }
 
-// memoryAndCPU reads memory usage, memory limit and CPU time from a
-// task's metrics, for cgroup v1 or v2.
 func memoryAndCPU(t *testing.T, task containerd.Task) (usage, limit, cpu uint64) {
 	t.Helper()
 	m, err := task.Metrics(testContext(t))
@@ -293,7 +276,6 @@ func TestStatsAndUpdate(t *testing.T) {
 }
 
 func TestOOMKillIsReported(t *testing.T) {
-	ctx := testContext(t)
 	c := newClient(t)
 	id := containerID(t, "")
 	const limit = 32 << 20
@@ -302,28 +284,15 @@ func TestOOMKillIsReported(t *testing.T) {
 		oci.WithProcessArgs("dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=4"),
 		oci.WithMemoryLimit(limit), oci.WithMemorySwap(limit))
 
-	evCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	events, errs := c.Subscribe(evCtx, `topic=="/tasks/oom"`)
+	next := subscribe(t, c, `topic=="/tasks/oom"`)
 
 	_, exitC := startTask(t, container, cio.NullIO)
 	if code := waitExit(t, exitC); code != 137 {
 		t.Fatalf("exit code %d, want 137 (killed by the OOM killer)", code)
 	}
-	select {
-	case e := <-events:
-		v, err := typeurl.UnmarshalAny(e.Event)
-		if err != nil {
-			t.Fatal(err)
-		}
-		oom, ok := v.(*eventstypes.TaskOOM)
-		if !ok || oom.ContainerID != id {
-			t.Fatalf("got %T %+v, want TaskOOM for %q", v, v, id)
-		}
-	case err := <-errs:
-		t.Fatal(err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("no TaskOOM event")
+	v := next("TaskOOM")
+	if oom, ok := v.(*eventstypes.TaskOOM); !ok || oom.ContainerID != id {
+		t.Fatalf("got %T %+v, want TaskOOM for %q", v, v, id)
 	}
 }
 

@@ -27,16 +27,16 @@ func fifos(t *testing.T) stdioPaths {
 	return p
 }
 
-// TestPipesCopyToAndFromFIFOs runs a host process with the stdio the shim
-// gives a container and checks both directions arrive whole.
-func TestPipesCopyToAndFromFIFOs(t *testing.T) {
-	paths := fifos(t)
+// startWithStdio runs a host command with the stdio the shim would give a
+// container and starts copying.
+func startWithStdio(t *testing.T, paths stdioPaths, script string) (*processIO, *exec.Cmd) {
+	t.Helper()
 	pio, err := newProcessIO(paths, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pio.Close()
-	cmd := exec.Command("sh", "-c", "cat; echo done >&2")
+	t.Cleanup(func() { pio.Close() })
+	cmd := exec.Command("sh", "-c", script)
 	pio.runcIO().Set(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -47,6 +47,14 @@ func TestPipesCopyToAndFromFIFOs(t *testing.T) {
 	if err := pio.start(); err != nil {
 		t.Fatal(err)
 	}
+	return pio, cmd
+}
+
+// TestPipesCopyToAndFromFIFOs runs a host process with the stdio the shim
+// gives a container and checks both directions arrive whole.
+func TestPipesCopyToAndFromFIFOs(t *testing.T) {
+	paths := fifos(t)
+	pio, cmd := startWithStdio(t, paths, "cat; echo done >&2")
 
 	stdout, err := os.Open(paths.stdout)
 	if err != nil {
@@ -92,20 +100,7 @@ func TestPipesCopyToAndFromFIFOs(t *testing.T) {
 func TestCloseIOEndsStdin(t *testing.T) {
 	paths := fifos(t)
 	paths.stderr = ""
-	pio, err := newProcessIO(paths, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pio.Close()
-	cmd := exec.Command("sh", "-c", "cat; echo eof")
-	pio.runcIO().Set(cmd)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pio.runcIO().(runc.StartCloser).CloseAfterStart()
-	if err := pio.start(); err != nil {
-		t.Fatal(err)
-	}
+	pio, cmd := startWithStdio(t, paths, "cat; echo eof")
 	stdout, err := os.Open(paths.stdout)
 	if err != nil {
 		t.Fatal(err)

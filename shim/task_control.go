@@ -127,15 +127,21 @@ func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 	return empty, nil
 }
 
+// runningContainer returns a container whose init has not exited.
+func (s *service) runningContainer(id string) (*container, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, p, err := s.lookup(id, "")
+	if err != nil {
+		return nil, err
+	}
+	return c, p.checkAlive()
+}
+
 // Update applies new resources. containerd sends them as the runtime-spec
 // LinuxResources in JSON, whatever registry the sender used for the type.
 func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*emptyResponse, error) {
-	s.mu.Lock()
-	c, p, err := s.lookup(r.ID, "")
-	if err == nil {
-		err = p.checkAlive()
-	}
-	s.mu.Unlock()
+	c, err := s.runningContainer(r.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -153,12 +159,7 @@ func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*em
 }
 
 func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*emptyResponse, error) {
-	s.mu.Lock()
-	c, p, err := s.lookup(r.ID, "")
-	if err == nil {
-		err = p.checkAlive()
-	}
-	s.mu.Unlock()
+	c, err := s.runningContainer(r.ID)
 	if err != nil {
 		return nil, err
 	}

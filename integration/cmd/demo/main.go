@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 
 	"github.com/mine-runtime/mine/integration/testbed"
@@ -25,43 +24,17 @@ func main() {
 }
 
 func run(binDir string) (retErr error) {
-	binDir, err := filepath.Abs(binDir)
+	bed, err := testbed.Start(context.Background(), binDir, "")
 	if err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp("", "mine-demo-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-
-	reg, err := testbed.StartRegistry()
-	if err != nil {
-		return err
-	}
-	defer reg.Close()
-	img, err := testbed.BusyboxImage()
-	if err != nil {
-		return err
-	}
-	ref, err := reg.Push("demo/busybox:latest", img)
-	if err != nil {
-		return err
-	}
-	step("registry serving %s", ref)
-
-	d, err := testbed.NewDaemon(dir, binDir, "")
-	if err != nil {
-		return err
-	}
-	if err := d.Start(context.Background()); err != nil {
 		return err
 	}
 	defer func() {
-		if err := d.Teardown(); err != nil && retErr == nil {
+		if err := bed.Close(); err != nil && retErr == nil {
 			retErr = err
 		}
 	}()
+	d, ref := bed.Daemon, bed.ImageRef
+	step("registry serving %s", ref)
 	step("containerd (with mine) serving %s, pid %d", d.Address, d.Pid())
 
 	ctr := func(args ...string) (string, error) {

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 
@@ -35,49 +34,24 @@ func main() {
 
 func run(binDir string, settle time.Duration) (retErr error) {
 	ctx := context.Background()
-	binDir, err := filepath.Abs(binDir)
+	bed, err := testbed.Start(ctx, binDir, "")
 	if err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp("", "mine-shimmem-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	reg, err := testbed.StartRegistry()
-	if err != nil {
-		return err
-	}
-	defer reg.Close()
-	img, err := testbed.BusyboxImage()
-	if err != nil {
-		return err
-	}
-	ref, err := reg.Push("bench/busybox:latest", img)
-	if err != nil {
-		return err
-	}
-	d, err := testbed.NewDaemon(dir, binDir, "")
-	if err != nil {
-		return err
-	}
-	if err := d.Start(ctx); err != nil {
 		return err
 	}
 	defer func() {
-		if err := d.Teardown(); err != nil && retErr == nil {
+		if err := bed.Close(); err != nil && retErr == nil {
 			retErr = err
 		}
 	}()
-	c, err := d.Client("shimmem")
+	if err := bed.Pull(ctx, "shimmem"); err != nil {
+		return err
+	}
+	c, err := bed.Daemon.Client("shimmem")
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	resolver := docker.NewResolver(docker.ResolverOptions{
-		Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(docker.MatchLocalhost)),
-	})
-	image, err := c.Pull(ctx, ref, containerd.WithPullUnpack, containerd.WithResolver(resolver))
+	image, err := c.GetImage(ctx, bed.ImageRef)
 	if err != nil {
 		return err
 	}
