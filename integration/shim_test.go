@@ -1,13 +1,23 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/containerd/containerd/api/types/runc/options"
+
+	taskv2 "github.com/containerd/containerd/api/runtime/task/v2"
+	taskv3 "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/ttrpc"
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	containerd "github.com/containerd/containerd/v2/client"
@@ -220,4 +230,101 @@ func execCommand(name string, args ...string) (string, error) {
 		return stdout.String() + stderr.String(), fmt.Errorf("%w: %s", err, stderr.String())
 	}
 	return stdout.String(), nil
+}
+
+// TestShimServesTaskAPIv2AndV3 talks to the shim directly, as containerd
+// does, under both task API versions.
+func TestShimServesTaskAPIv2AndV3(t *testing.T) {
+	ctx := testContext(t)
+	c := newClient(t)
+	id := containerID(t, "")
+	container := newContainer(t, c, id, oci.WithProcessArgs("sleep", "600"))
+	task, _ := startTask(t, container, cio.NullIO)
+
+	data, err := os.ReadFile(filepath.Join(bundleDir(id), "bootstrap.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var boot struct {
+		Address string `json:"address"`
+	}
+	if err := json.Unmarshal(data, &boot); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("unix", strings.TrimPrefix(boot.Address, "unix://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := ttrpc.NewClient(conn)
+	defer client.Close()
+
+	v3, err := taskv3.NewTTRPCTaskClient(client).State(ctx, &taskv3.StateRequest{ID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := taskv2.NewTTRPCTaskClient(client).State(ctx, &taskv2.StateRequest{ID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v3.Pid != task.Pid() || v2.Pid != task.Pid() || v2.Status != v3.Status {
+		t.Fatalf("v3 state %v pid %d, v2 state %v pid %d; want running pid %d", v3.Status, v3.Pid, v2.Status, v2.Pid, task.Pid())
+	}
+	if _, err := taskv2.NewTTRPCTaskClient(client).State(ctx, &taskv2.StateRequest{ID: "no-such-container"}); !errdefs.IsNotFound(errgrpc.ToNative(err)) {
+		t.Fatalf("state of an unknown container: %v, want NotFound", err)
+	}
+}
+
+// TestRuntimeOptionsChooseTheOCIRuntime runs a container with a BinaryName
+// and Root of its own: any OCI runtime with runc's CLI (crun, say) can be
+// dropped in this way.
+func TestRuntimeOptionsChooseTheOCIRuntime(t *testing.T) {
+	ctx := testContext(t)
+	c := newClient(t)
+	id := containerID(t, "")
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	wrapper := filepath.Join(dir, "my-runc")
+	runcPath, err := exec.LookPath("runc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %s\nexec %s \"$@\"\n", calls, runcPath)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "state")
+	image, err := c.GetImage(ctx, imageRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	container, err := c.NewContainer(ctx, id,
+		containerd.WithNewSnapshot(id+"-rootfs", image),
+		containerd.WithRuntime(runtimeName, &options.Options{BinaryName: wrapper, Root: root}),
+		containerd.WithNewSpec(oci.WithImageConfig(image), oci.WithProcessArgs("sleep", "600")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer container.Delete(ctx, containerd.WithSnapshotCleanup)
+	task, err := container.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, namespace, id, "state.json")); err != nil {
+		t.Fatalf("runc state is not under the configured Root: %v", err)
+	}
+	if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil {
+		t.Fatal(err)
+	}
+	log, err := os.ReadFile(calls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"create", "start", "delete"} {
+		if !strings.Contains(string(log), cmd) {
+			t.Errorf("the configured binary was not run for %s; it ran for:\n%s", cmd, log)
+		}
+	}
 }
