@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/console"
 	"github.com/containerd/fifo"
 	runc "github.com/containerd/go-runc"
+	"github.com/mine-runtime/mine/extension"
 )
 
 // drainTimeout bounds how long an exit waits for the process's output to
@@ -40,6 +41,7 @@ type processIO struct {
 	pipes   runc.IO         // nil with a TTY
 	socket  *runc.Socket    // console socket, with a TTY
 	console console.Console // set once the master has been received
+	log     *criLog         // set when the streams go to a CRI log
 
 	stdinR    io.ReadCloser // the client's stdin FIFO
 	stdinDone chan struct{} // closed when the stdin copy has ended
@@ -112,10 +114,10 @@ func (pio *processIO) start() error {
 		pio.closers = append(pio.closers, pio.pipes)
 	}
 
-	if err := pio.copyOut(stdout, pio.paths.stdout); err != nil {
+	if err := pio.copyOut(stdout, pio.paths.stdout, "stdout"); err != nil {
 		return err
 	}
-	if err := pio.copyOut(stderr, pio.paths.stderr); err != nil {
+	if err := pio.copyOut(stderr, pio.paths.stderr, "stderr"); err != nil {
 		return err
 	}
 	if pio.paths.stdin == "" {
@@ -144,18 +146,13 @@ func (pio *processIO) start() error {
 	return nil
 }
 
-func (pio *processIO) copyOut(r io.Reader, path string) error {
+func (pio *processIO) copyOut(r io.Reader, path, stream string) error {
 	if r == nil {
 		return nil
 	}
-	var w io.Writer = io.Discard
-	if path != "" {
-		f, err := openOutput(path)
-		if err != nil {
-			return err
-		}
-		pio.closers = append(pio.closers, f)
-		w = f
+	w, err := pio.output(path, stream)
+	if err != nil {
+		return err
 	}
 	pio.copies.Add(1)
 	go func() {
@@ -164,9 +161,42 @@ func (pio *processIO) copyOut(r io.Reader, path string) error {
 		// A console master reads EIO once the last slave is closed: that is
 		// its end of file.
 		_, _ = io.CopyBuffer(w, r, buf)
+		w.Close()
 	}()
 	return nil
 }
+
+// output opens where a stream goes: nowhere, a CRI log (shared by both
+// streams), a file:// URI, or a FIFO path, which is what containerd's cio
+// creates.
+func (pio *processIO) output(path, stream string) (io.WriteCloser, error) {
+	if path == "" {
+		return nopWriteCloser{io.Discard}, nil
+	}
+	logPath, maxLine, isLog, err := extension.ParseLogURI(path)
+	if err != nil {
+		return nil, err
+	}
+	if isLog {
+		if pio.log == nil {
+			if pio.log, err = openCRILog(logPath, maxLine); err != nil {
+				return nil, fmt.Errorf("open container log: %w", err)
+			}
+			pio.closers = append(pio.closers, pio.log)
+		}
+		return pio.log.stream(stream), nil
+	}
+	f, err := openOutput(path)
+	if err != nil {
+		return nil, err
+	}
+	pio.closers = append(pio.closers, f)
+	return f, nil
+}
+
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
 
 // closeStdin is the task API's CloseIO: the process reads EOF once what
 // the client wrote has been copied. Clients close their end of the FIFO

@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
+	"github.com/mine-runtime/mine/extension"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -141,6 +142,9 @@ func (s *service) runningContainer(id string) (*container, error) {
 // Update applies new resources. containerd sends them as the runtime-spec
 // LinuxResources in JSON, whatever registry the sender used for the type.
 func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*emptyResponse, error) {
+	if _, ok := r.Annotations[extension.ReopenLogAnnotation]; ok {
+		return s.reopenLog(r.ID)
+	}
 	c, err := s.runningContainer(r.ID)
 	if err != nil {
 		return nil, err
@@ -154,6 +158,24 @@ func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*em
 	}
 	if err := c.runc.Update(ctx, c.id, &res); err != nil {
 		return nil, runcError(c.bundle, err)
+	}
+	return empty, nil
+}
+
+// reopenLog is ReopenContainerLog, through the extension: the container's
+// CRI log is closed and opened again at its path.
+func (s *service) reopenLog(id string) (*emptyResponse, error) {
+	s.mu.Lock()
+	_, p, err := s.lookup(id, "")
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if p.io == nil || p.io.log == nil {
+		return nil, errdefs.ErrFailedPrecondition.WithMessage("container " + id + " does not write a CRI log")
+	}
+	if err := p.io.log.reopen(); err != nil {
+		return nil, err
 	}
 	return empty, nil
 }

@@ -1,0 +1,65 @@
+// Package extension is the one documented extension between mine's CRI
+// plugin and its shim, beyond the runtime v2 task API itself.
+//
+// # CRI container logs
+//
+// kubelet reads container logs from a file, in the CRI log format:
+//
+//	2016-10-06T00:17:09.669794202Z stdout F a whole line
+//	2016-10-06T00:17:09.669794203Z stderr P the first part of a longer line
+//
+// The shim writes that file itself, so a container never blocks on
+// containerd and no line is lost while containerd restarts. The plugin
+// asks for it by giving a task's stdout and stderr as a log URI:
+//
+//	crilog:///var/log/pods/ns_name_uid/ctr/0.log?max_line=16384
+//
+// Both streams name the same URI; the shim tags each line with its stream.
+// max_line splits longer lines into partial (P) lines; -1 or absent means
+// no limit.
+//
+// # Reopening a log
+//
+// kubelet rotates logs by renaming the file and asking the runtime to
+// reopen it (ReopenContainerLog). The plugin sends the task API's Update
+// for the container with the ReopenLogAnnotation annotation and no
+// resources; the shim then closes and reopens the log file.
+package extension
+
+import (
+	"fmt"
+	"net/url"
+	"strconv"
+)
+
+// LogScheme is the URI scheme of a CRI log.
+const LogScheme = "crilog"
+
+// ReopenLogAnnotation in an Update request makes the shim reopen the
+// container's CRI log instead of updating resources.
+const ReopenLogAnnotation = "io.containerd.mine.v2.reopen-log"
+
+// LogURI returns the stdio URI for a CRI log at path.
+func LogURI(path string, maxLine int) string {
+	u := url.URL{Scheme: LogScheme, Path: path}
+	if maxLine > 0 {
+		u.RawQuery = "max_line=" + strconv.Itoa(maxLine)
+	}
+	return u.String()
+}
+
+// ParseLogURI returns the path and line limit of a CRI log URI; ok is false
+// for anything else.
+func ParseLogURI(s string) (path string, maxLine int, ok bool, err error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != LogScheme {
+		return "", 0, false, nil
+	}
+	maxLine = -1
+	if v := u.Query().Get("max_line"); v != "" {
+		if maxLine, err = strconv.Atoi(v); err != nil {
+			return "", 0, true, fmt.Errorf("log URI %s: bad max_line: %w", s, err)
+		}
+	}
+	return u.Path, maxLine, true, nil
+}

@@ -1,0 +1,86 @@
+package shim
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+var entryRE = regexp.MustCompile(`^(\S+) (stdout|stderr) ([PF]) (.*)$`)
+
+func readEntries(t *testing.T, path string) [][]string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]string
+	for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
+		m := entryRE.FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("not a CRI log entry: %q", line)
+		}
+		out = append(out, m[2:])
+	}
+	return out
+}
+
+func TestCRILogFormatAndSplitting(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "0.log")
+	l, err := openCRILog(path, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, errs := l.stream("stdout"), l.stream("stderr")
+	out.Write([]byte("hello\nwor"))
+	errs.Write([]byte("oops\n"))
+	out.Write([]byte("ld\n0123456789abcdefXY\ntail"))
+	out.Close()
+	errs.Close()
+	l.Close()
+	want := [][]string{
+		{"stdout", "F", "hello"},
+		{"stderr", "F", "oops"},
+		{"stdout", "F", "world"},
+		{"stdout", "P", "01234567"},
+		{"stdout", "P", "89abcdef"},
+		{"stdout", "F", "XY"},
+		{"stdout", "F", "tail"},
+	}
+	got := readEntries(t, path)
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range want {
+		if strings.Join(got[i], " ") != strings.Join(want[i], " ") {
+			t.Fatalf("entry %d: got %v, want %v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestCRILogReopen(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "0.log")
+	l, err := openCRILog(path, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s := l.stream("stdout")
+	s.Write([]byte("before\n"))
+	if err := os.Rename(path, path+".1"); err != nil { // kubelet's rotation
+		t.Fatal(err)
+	}
+	if err := l.reopen(); err != nil {
+		t.Fatal(err)
+	}
+	s.Write([]byte("after\n"))
+	if e := readEntries(t, path+".1"); len(e) != 1 || e[0][2] != "before" {
+		t.Fatalf("rotated file: %v", e)
+	}
+	if e := readEntries(t, path); len(e) != 1 || e[0][2] != "after" {
+		t.Fatalf("new file: %v", e)
+	}
+}
