@@ -24,6 +24,13 @@
 // reopen it (ReopenContainerLog). The plugin sends the task API's Update
 // for the container with the ReopenLogAnnotation annotation and no
 // resources; the shim then closes and reopens the log file.
+//
+// # A pod's init
+//
+// A pod whose containers share one PID namespace needs a process to hold
+// it. The plugin runs the shim binary itself as that process, bind-mounted
+// into an otherwise empty root file system, with PodInitAction as its only
+// argument: it reaps orphans and exits on SIGTERM. No pause image is used.
 package extension
 
 import (
@@ -38,6 +45,9 @@ const LogScheme = "crilog"
 // ReopenLogAnnotation in an Update request makes the shim reopen the
 // container's CRI log instead of updating resources.
 const ReopenLogAnnotation = "io.containerd.mine.v2.reopen-log"
+
+// PodInitAction is the argument that runs the shim binary as a pod's init.
+const PodInitAction = "pod-init"
 
 // LogURI returns the stdio URI for a CRI log at path.
 func LogURI(path string, maxLine int) string {

@@ -46,12 +46,19 @@ func Start(ctx context.Context, binDir, extraConfig string) (_ *Bed, retErr erro
 	if b.ImageRef, err = b.Registry.Push("mine/busybox:latest", img); err != nil {
 		return nil, err
 	}
+	// Also as docker.io would name it, for tests of short names.
+	if _, err = b.Registry.Push("library/busybox:latest", img); err != nil {
+		return nil, err
+	}
 	dir, err := os.MkdirTemp("", "mine-")
 	if err != nil {
 		return nil, err
 	}
 	if b.Daemon, err = NewDaemon(dir, binDir, extraConfig); err != nil {
 		os.RemoveAll(dir)
+		return nil, err
+	}
+	if err := b.Daemon.RouteRegistry("docker.io", b.Registry.Host); err != nil {
 		return nil, err
 	}
 	return b, b.Daemon.Start(ctx)

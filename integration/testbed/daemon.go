@@ -25,6 +25,7 @@ type Daemon struct {
 	Address string
 	Config  string // path of config.toml
 	Log     string // the daemon's output
+	Network *cniNetwork
 	cmd     *exec.Cmd
 	exited  chan struct{}
 }
@@ -73,6 +74,10 @@ imports = []
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Address, d.Address+".ttrpc",
 		filepath.Join(dir, "opt"), filepath.Join(dir, "cni/net.d"), filepath.Join(dir, "certs.d"))
 	if err := os.WriteFile(d.Config, []byte(cfg+extraConfig), 0o600); err != nil {
+		return nil, err
+	}
+	d.Network = newCNINetwork(dir)
+	if err := d.Network.writeConfig(filepath.Join(dir, "cni/net.d")); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -215,6 +220,18 @@ func (d *Daemon) Mounts() ([]string, error) {
 	return out, s.Err()
 }
 
+// RouteRegistry makes the daemon reach host (docker.io, say) at the
+// loopback registry, through a hosts.toml in its registry config_path: no
+// test resolves a public registry.
+func (d *Daemon) RouteRegistry(host, loopback string) error {
+	dir := filepath.Join(d.Dir, "certs.d", host)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	toml := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", "http://"+loopback, "http://"+loopback)
+	return os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(toml), 0o644)
+}
+
 // Teardown stops the daemon and reports anything left behind: shims still
 // running or mounts below its directory. Leftovers are then removed, so
 // one broken test does not break the next, but they are still an error.
@@ -235,6 +252,11 @@ func (d *Daemon) Teardown() error {
 		errs = append(errs, fmt.Errorf("mounts left behind: %v", mounts))
 		for _, m := range mounts {
 			_ = syscall.Unmount(m, syscall.MNT_DETACH)
+		}
+	}
+	if d.Network != nil {
+		if err := d.Network.remove(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

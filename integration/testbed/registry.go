@@ -6,6 +6,8 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"strings"
+	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -15,9 +17,11 @@ import (
 
 // Registry is a real OCI distribution registry served on 127.0.0.1.
 type Registry struct {
-	Host     string // 127.0.0.1:PORT
-	server   *http.Server
-	listener net.Listener
+	Host string // 127.0.0.1:PORT
+	// BlobFetches counts blob downloads, to tell one fetch from two.
+	BlobFetches atomic.Int64
+	server      *http.Server
+	listener    net.Listener
 }
 
 // StartRegistry serves an empty registry on a free loopback port.
@@ -26,11 +30,14 @@ func StartRegistry() (*Registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Registry{
-		Host:     l.Addr().String(),
-		listener: l,
-		server:   &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))},
-	}
+	r := &Registry{Host: l.Addr().String(), listener: l}
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	r.server = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") {
+			r.BlobFetches.Add(1)
+		}
+		reg.ServeHTTP(w, req)
+	})}
 	go func() { _ = r.server.Serve(l) }()
 	return r, nil
 }

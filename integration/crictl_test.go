@@ -1,0 +1,114 @@
+package integration
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// crictl runs the real crictl against the daemon.
+func crictl(t *testing.T, args ...string) string {
+	t.Helper()
+	args = append([]string{"--runtime-endpoint", "unix://" + daemon.Address, "--image-endpoint", "unix://" + daemon.Address, "--timeout", "60s"}, args...)
+	out, err := execCommand("crictl", args...)
+	if err != nil {
+		t.Fatalf("crictl %s: %v\n%s", strings.Join(args[6:], " "), err, out)
+	}
+	return strings.TrimSpace(out)
+}
+
+// writeJSON writes a crictl config file.
+func writeJSON(t *testing.T, v any) string {
+	t.Helper()
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestCrictlSession is what an operator does with crictl on a node:
+// pull, images, runp, create, start, exec, logs, ps, pods, inspect, stop,
+// rm, stopp, rmp, rmi.
+func TestCrictlSession(t *testing.T) {
+	logDir := t.TempDir()
+	pod := writeJSON(t, map[string]any{
+		"metadata":      map[string]any{"name": "crictl-pod", "namespace": "default", "uid": "crictl-pod-uid", "attempt": 1},
+		"hostname":      "crictl-host",
+		"log_directory": logDir,
+		"linux":         map[string]any{},
+	})
+	ctr := writeJSON(t, map[string]any{
+		"metadata": map[string]any{"name": "web"},
+		"image":    map[string]any{"image": "busybox"},
+		"command":  []string{"sh", "-c", "echo started as $(hostname); exec sleep 600"},
+		"log_path": "web/0.log",
+		"linux":    map[string]any{},
+	})
+
+	crictl(t, "pull", "busybox")
+	if images := crictl(t, "images"); !strings.Contains(images, "docker.io/library/busybox") {
+		t.Fatalf("crictl images does not list the pulled image:\n%s", images)
+	}
+	podID := crictl(t, "runp", pod)
+	t.Cleanup(func() {
+		execCommand("crictl", "--runtime-endpoint", "unix://"+daemon.Address, "rmp", "-f", podID)
+	})
+	ctrID := crictl(t, "create", podID, ctr, pod)
+	crictl(t, "start", ctrID)
+
+	if out := crictl(t, "exec", "-s", ctrID, "sh", "-c", "echo exec-ok; hostname"); out != "exec-ok\ncrictl-host" {
+		t.Fatalf("crictl exec printed %q", out)
+	}
+	waitFor(t, "the container's first log line", 10*time.Second, func() bool {
+		out, _ := execCommand("crictl", "--runtime-endpoint", "unix://"+daemon.Address, "logs", ctrID)
+		return strings.Contains(out, "started as crictl-host")
+	})
+	if ps := crictl(t, "ps", "--id", ctrID[:12], "-q"); ps != ctrID {
+		t.Fatalf("crictl ps --id prefix: %q, want %s", ps, ctrID)
+	}
+	if pods := crictl(t, "pods", "-q", "--name", "crictl-pod"); pods != podID {
+		t.Fatalf("crictl pods: %q, want %s", pods, podID)
+	}
+	var inspect struct {
+		Status struct {
+			State string `json:"state"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(crictl(t, "inspect", ctrID)), &inspect); err != nil {
+		t.Fatal(err)
+	}
+	if inspect.Status.State != "CONTAINER_RUNNING" {
+		t.Fatalf("crictl inspect: state %q", inspect.Status.State)
+	}
+	var inspectp struct {
+		Status struct {
+			State   string `json:"state"`
+			Network struct {
+				IP string `json:"ip"`
+			} `json:"network"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(crictl(t, "inspectp", podID)), &inspectp); err != nil {
+		t.Fatal(err)
+	}
+	if inspectp.Status.State != "SANDBOX_READY" || !strings.HasPrefix(inspectp.Status.Network.IP, "10.200.") {
+		t.Fatalf("crictl inspectp: %+v", inspectp.Status)
+	}
+
+	crictl(t, "stop", "--timeout", "1", ctrID)
+	crictl(t, "rm", ctrID)
+	crictl(t, "stopp", podID)
+	crictl(t, "rmp", podID)
+	crictl(t, "rmi", "busybox")
+	if images := crictl(t, "images", "-q", "busybox"); images != "" {
+		t.Fatalf("busybox still listed after rmi: %q", images)
+	}
+}

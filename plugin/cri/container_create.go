@@ -1,0 +1,104 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// CreateContainer creates a container in a pod: a containerd container
+// with a snapshot of its image and the OCI spec built from the image and
+// the CRI config. Nothing runs until StartContainer.
+func (s *Service) CreateContainer(ctx context.Context, r *runtimeapi.CreateContainerRequest) (_ *runtimeapi.CreateContainerResponse, retErr error) {
+	ctx = s.nsContext(ctx)
+	cfg := r.GetConfig()
+	if cfg.GetMetadata().GetName() == "" {
+		return nil, toStatus(invalid("container config needs metadata with a name"))
+	}
+	if cfg.GetImage().GetImage() == "" {
+		return nil, toStatus(invalid("container config needs an image"))
+	}
+	sandboxID, err := s.names.resolve(kindSandbox, r.GetPodSandboxId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	_, sb, err := s.loadSandbox(ctx, sandboxID)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if !sb.Ready {
+		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("pod sandbox " + sandboxID + " is not ready"))
+	}
+	ci, err := s.images.find(ctx, cfg.GetImage().GetImage())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+
+	name := containerName(sandboxID, cfg.GetMetadata())
+	id := newID()
+	if holder := s.names.reserve(kindContainer, name, id); holder != nil {
+		if _, m, err := s.loadContainer(ctx, holder.id); err == nil && proto.Equal(m.config, cfg) {
+			return &runtimeapi.CreateContainerResponse{ContainerId: holder.id}, nil
+		}
+		return nil, toStatus(errdefs.ErrAlreadyExists.WithMessage(fmt.Sprintf("container %q already exists in pod %s as %s", cfg.GetMetadata().GetName(), sandboxID, holder.id)))
+	}
+	created := false
+	defer func() { s.names.finish(kindContainer, name, created) }()
+
+	image := containerd.NewImage(s.client, ci.record)
+	imgCfg, err := imageConfig(ctx, image)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	specOpts, err := s.specOpts(ctx, id, cfg, sb, image, imgCfg)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	_, rt, err := s.runtimeFor(sb.RuntimeHandler)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	raw, err := proto.Marshal(cfg)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	logPath := ""
+	if dir, p := sb.config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && p != "" {
+		logPath = filepath.Join(dir, p)
+	}
+	meta := &containerMeta{
+		ID:         id,
+		Name:       name,
+		SandboxID:  sandboxID,
+		Config:     raw,
+		ImageRef:   cfg.GetImage().GetImage(),
+		ImageID:    ci.id,
+		LogPath:    logPath,
+		CreatedAt:  nowNano(),
+		StopSignal: imgCfg.Config.StopSignal,
+	}
+	// The snapshot goes before the spec: resolving a user name reads the
+	// image's /etc/passwd from it.
+	_, err = s.client.NewContainer(context.WithoutCancel(ctx), id,
+		containerd.WithSnapshotter(s.config.Snapshotter),
+		containerd.WithNewSnapshot(id, image),
+		containerd.WithRuntime(rt.RuntimeType, runcOptions(rt)),
+		containerd.WithNewSpec(specOpts...),
+		containerd.WithContainerLabels(map[string]string{labelKind: kindContainer, labelSandboxID: sandboxID}),
+		containerd.WithImageName(ci.record.Name),
+		containerd.NewContainerOpts(withMeta(meta)),
+	)
+	if err != nil {
+		if rerr := s.client.SnapshotService(s.config.Snapshotter).Remove(context.WithoutCancel(ctx), id); rerr != nil && !errdefs.IsNotFound(rerr) {
+			err = fmt.Errorf("%w (and removing its snapshot: %v)", err, rerr)
+		}
+		return nil, toStatus(fmt.Errorf("create container: %w", err))
+	}
+	created = true
+	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}

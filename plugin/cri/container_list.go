@@ -1,0 +1,60 @@
+package cri
+
+import (
+	"context"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// ListContainers lists containers, filtered by ID (or prefix), state, pod
+// and labels.
+func (s *Service) ListContainers(ctx context.Context, r *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
+	ctx = s.nsContext(ctx)
+	f := r.GetFilter()
+	ids := s.names.list(kindContainer)
+	if f.GetId() != "" {
+		id, err := s.names.resolve(kindContainer, f.GetId())
+		if err != nil {
+			return &runtimeapi.ListContainersResponse{}, nil
+		}
+		ids = []string{id}
+	}
+	sandboxID := f.GetPodSandboxId()
+	if sandboxID != "" {
+		full, err := s.names.resolve(kindSandbox, sandboxID)
+		if err != nil {
+			return &runtimeapi.ListContainersResponse{}, nil
+		}
+		sandboxID = full
+	}
+	resp := &runtimeapi.ListContainersResponse{}
+	for _, id := range ids {
+		c, m, err := s.loadContainer(ctx, id)
+		if err != nil {
+			continue
+		}
+		if sandboxID != "" && m.SandboxID != sandboxID {
+			continue
+		}
+		state, _ := s.containerState(ctx, c, m)
+		if f.GetState() != nil && f.GetState().GetState() != state {
+			continue
+		}
+		if !labelsMatch(m.config.GetLabels(), f.GetLabelSelector()) {
+			continue
+		}
+		resp.Containers = append(resp.Containers, &runtimeapi.Container{
+			Id:           id,
+			PodSandboxId: m.SandboxID,
+			Metadata:     m.config.GetMetadata(),
+			Image:        m.config.GetImage(),
+			ImageRef:     m.ImageID,
+			ImageId:      m.ImageID,
+			State:        state,
+			CreatedAt:    m.CreatedAt,
+			Labels:       m.config.GetLabels(),
+			Annotations:  m.config.GetAnnotations(),
+		})
+	}
+	return resp, nil
+}

@@ -1,0 +1,64 @@
+package cri
+
+import (
+	"context"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// RemoveContainer removes a container, stopping it first if it runs.
+// Removing a container that is gone does nothing.
+func (s *Service) RemoveContainer(ctx context.Context, r *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
+	ctx = s.nsContext(ctx)
+	id, err := s.names.resolve(kindContainer, r.GetContainerId())
+	if errdefs.IsNotFound(err) {
+		return &runtimeapi.RemoveContainerResponse{}, nil
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.removeContainer(ctx, id); err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.RemoveContainerResponse{}, nil
+}
+
+func (s *Service) removeContainer(ctx context.Context, id string) error {
+	if err := s.stopContainer(ctx, id, 0); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	unlock := s.lock(id)
+	defer unlock()
+	c, m, err := s.loadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if task, err := c.Task(ctx, nil); err == nil {
+		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+	}
+	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	s.names.release(kindContainer, m.Name, id)
+	return nil
+}
+
+// containersOf lists the IDs of a pod's containers.
+func (s *Service) containersOf(ctx context.Context, sandboxID string) []string {
+	list, err := s.client.Containers(ctx, `labels."`+labelSandboxID+`"==`+sandboxID)
+	if err != nil {
+		return nil
+	}
+	var ids []string
+	for _, c := range list {
+		ids = append(ids, c.ID())
+	}
+	return ids
+}

@@ -1,0 +1,76 @@
+package cri
+
+import (
+	"context"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
+	"github.com/moby/sys/signal"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// StopContainer sends the image's stop signal (SIGTERM by default), and
+// SIGKILL once the timeout has passed. Stopping a stopped container does
+// nothing.
+func (s *Service) StopContainer(ctx context.Context, r *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
+	ctx = s.nsContext(ctx)
+	id, err := s.names.resolve(kindContainer, r.GetContainerId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.stopContainer(ctx, id, time.Duration(r.GetTimeout())*time.Second); err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.StopContainerResponse{}, nil
+}
+
+func (s *Service) stopContainer(ctx context.Context, id string, timeout time.Duration) error {
+	c, m, err := s.loadContainer(ctx, id)
+	if err != nil {
+		return err
+	}
+	task, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	exitC, err := task.Wait(ctx)
+	if err != nil {
+		return err
+	}
+	st, err := task.Status(ctx)
+	if err == nil && st.Status != containerd.Stopped {
+		if timeout > 0 {
+			sig := syscall.SIGTERM
+			if m.StopSignal != "" {
+				if parsed, err := signal.ParseSignal(m.StopSignal); err == nil {
+					sig = parsed
+				}
+			}
+			if err := task.Kill(ctx, sig); err != nil && !errdefs.IsNotFound(err) {
+				return err
+			}
+			select {
+			case <-exitC:
+			case <-time.After(timeout):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if err := task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		select {
+		case <-exitC:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	// Record the exit now, not when the event arrives: the caller reads
+	// the container's status next.
+	return s.reap(ctx, c)
+}

@@ -1,0 +1,117 @@
+package cri
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+)
+
+// oomKilled remembers containers the OOM killer acted in until their exit
+// is recorded, which gives it the reason OOMKilled.
+var oomKilled sync.Map
+
+// watchExits records containers' exits as containerd reports them.
+func (s *Service) watchExits(ctx context.Context) {
+	for {
+		events, errs := s.client.Subscribe(ctx, `topic=="/tasks/exit"`, `topic=="/tasks/oom"`)
+	loop:
+		for {
+			select {
+			case e := <-events:
+				v, err := typeurl.UnmarshalAny(e.Event)
+				if err != nil {
+					continue
+				}
+				switch ev := v.(type) {
+				case *eventstypes.TaskOOM:
+					oomKilled.Store(ev.ContainerID, true)
+				case *eventstypes.TaskExit:
+					if ev.ID != ev.ContainerID {
+						continue // an exec's exit
+					}
+					go s.reapByID(ctx, ev.ContainerID)
+				}
+			case err := <-errs:
+				if ctx.Err() != nil {
+					return
+				}
+				log.G(ctx).WithError(err).Warn("event subscription ended; subscribing again")
+				time.Sleep(time.Second)
+				break loop
+			}
+		}
+	}
+}
+
+func (s *Service) reapByID(ctx context.Context, id string) {
+	c, err := s.client.LoadContainer(ctx, id)
+	if err != nil {
+		return
+	}
+	if labels, err := c.Labels(ctx); err != nil || labels[labelKind] != kindContainer {
+		return
+	}
+	if err := s.reap(ctx, c); err != nil {
+		log.G(ctx).WithError(err).WithField("id", id).Warn("record container exit")
+	}
+}
+
+// reap records the exit of a container whose task has stopped and deletes
+// the task, which unmounts its root file system. Reaping twice is harmless.
+func (s *Service) reap(ctx context.Context, c containerd.Container) error {
+	unlock := s.lock(c.ID() + "/exit")
+	defer unlock()
+	_, m, err := s.loadContainer(ctx, c.ID())
+	if err != nil || m.FinishedAt != 0 {
+		return err
+	}
+	var code uint32 = 255
+	finished := time.Now()
+	reason := "Unknown"
+	task, err := c.Task(ctx, nil)
+	switch {
+	case err == nil:
+		st, err := task.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Status != containerd.Stopped {
+			return nil // still running: not an exit of this container
+		}
+		exit, err := task.Delete(ctx)
+		if err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		if exit != nil {
+			code, finished = exit.ExitCode(), exit.ExitTime()
+		}
+		reason = "Completed"
+		if code != 0 {
+			reason = "Error"
+		}
+	case !errdefs.IsNotFound(err):
+		return err
+	}
+	if _, oom := oomKilled.LoadAndDelete(c.ID()); oom {
+		reason = "OOMKilled"
+	}
+	_, err = s.updateContainerMeta(ctx, c, func(m *containerMeta) {
+		m.FinishedAt = finished.UnixNano()
+		m.ExitCode = int32(code)
+		m.Reason = reason
+	})
+	return err
+}
+
+// reapIfExited records an exit that happened while the daemon was down.
+func (s *Service) reapIfExited(ctx context.Context, c containerd.Container) {
+	if err := s.reap(ctx, c); err != nil {
+		log.G(ctx).WithError(err).WithField("id", c.ID()).Warn("record exit after restart")
+	}
+}

@@ -1,0 +1,293 @@
+package cri
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/containerd/v2/core/remotes/docker/config"
+	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/singleflight"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	mineconfig "github.com/mine-runtime/mine/config"
+)
+
+// imageService pulls images through containerd and keeps, for each, the
+// names kubelet looks it up by: its tags, its repo digests and its ID
+// (the config digest), all as containerd image records.
+type imageService struct {
+	client *containerd.Client
+	config *mineconfig.Config
+	pulls  singleflight.Group
+}
+
+func newImageService(client *containerd.Client, cfg *mineconfig.Config) *imageService {
+	return &imageService{client: client, config: cfg}
+}
+
+// normalize makes a reference fully qualified, as kubelet and docker do:
+// busybox is docker.io/library/busybox:latest.
+func normalize(ref string) (reference.Named, error) {
+	if ref == "" {
+		return nil, errdefs.ErrInvalidArgument.WithMessage("image reference must not be empty")
+	}
+	named, err := reference.ParseDockerRef(ref)
+	if err != nil {
+		return nil, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("image reference %q: %v", ref, err))
+	}
+	return named, nil
+}
+
+// resolver reaches registries as the hosts.toml files in
+// registry.config_path say, with the request's credentials.
+func (is *imageService) resolver(auth *runtimeapi.AuthConfig) docker.ResolverOptions {
+	creds := func(host string) (string, string, error) {
+		if auth == nil {
+			return "", "", nil
+		}
+		if auth.IdentityToken != "" {
+			return "", auth.IdentityToken, nil
+		}
+		user, secret := auth.Username, auth.Password
+		if auth.Auth != "" {
+			decoded, err := base64.StdEncoding.DecodeString(auth.Auth)
+			if err != nil {
+				return "", "", fmt.Errorf("auth: %w", err)
+			}
+			u, p, ok := strings.Cut(string(decoded), ":")
+			if !ok {
+				return "", "", errors.New("auth: not user:password")
+			}
+			user, secret = u, p
+		}
+		return user, secret, nil
+	}
+	opts := config.HostOptions{Credentials: creds}
+	if is.config.Registry.ConfigPath != "" {
+		opts.HostDir = config.HostDirFromRoot(is.config.Registry.ConfigPath)
+	}
+	return docker.ResolverOptions{Hosts: config.ConfigureHosts(context.Background(), opts)}
+}
+
+// pull fetches and unpacks an image, once for concurrent requests of the
+// same reference and credentials, and returns its ID.
+func (is *imageService) pull(ctx context.Context, named reference.Named, auth *runtimeapi.AuthConfig) (string, error) {
+	key := named.String()
+	if auth != nil {
+		key += "\x00" + auth.String()
+	}
+	ch := is.pulls.DoChan(key, func() (any, error) {
+		// The pull outlives a client that gives up: the next request for
+		// the same image then finds it done or joins it.
+		return is.doPull(context.WithoutCancel(ctx), named, auth)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return "", r.Err
+		}
+		return r.Val.(string), nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+func (is *imageService) doPull(ctx context.Context, named reference.Named, auth *runtimeapi.AuthConfig) (string, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if total := is.config.PullTimeout(); total > 0 {
+		var stop context.CancelFunc
+		ctx, stop = context.WithTimeoutCause(ctx, total, fmt.Errorf("pull of %s took longer than image_pull_timeout (%s)", named, total))
+		defer stop()
+	}
+	if idle := is.config.PullProgressTimeout(); idle > 0 {
+		go is.watchProgress(ctx, cancel, named, idle)
+	}
+	img, err := is.client.Pull(ctx, named.String(),
+		containerd.WithPullUnpack,
+		containerd.WithPullSnapshotter(is.config.Snapshotter),
+		containerd.WithResolver(docker.NewResolver(is.resolver(auth))),
+	)
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			err = cause
+		}
+		return "", fmt.Errorf("pull %s: %w", named, err)
+	}
+	return is.recordNames(ctx, img.Metadata())
+}
+
+// watchProgress cancels a pull when no byte has arrived for idle: a pull
+// that is merely slow goes on, a stuck one fails with a clear error.
+func (is *imageService) watchProgress(ctx context.Context, cancel context.CancelCauseFunc, named reference.Named, idle time.Duration) {
+	cs := is.client.ContentStore()
+	var last int64 = -1
+	lastChange := time.Now()
+	tick := time.NewTicker(min(idle/4, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		statuses, err := cs.ListStatuses(ctx)
+		if err != nil {
+			continue
+		}
+		var total int64
+		for _, st := range statuses {
+			total += st.Offset
+		}
+		if total != last {
+			last, lastChange = total, time.Now()
+			continue
+		}
+		if time.Since(lastChange) >= idle {
+			cancel(fmt.Errorf("pull of %s made no progress for image_pull_progress_timeout (%s)", named, idle))
+			return
+		}
+	}
+}
+
+// recordNames gives a pulled image its repo digest and ID names beside the
+// one it was pulled by, and returns the ID.
+func (is *imageService) recordNames(ctx context.Context, img images.Image) (string, error) {
+	cimg := containerd.NewImage(is.client, img)
+	cfg, err := cimg.Config(ctx)
+	if err != nil {
+		return "", err
+	}
+	id := cfg.Digest.String()
+	named, err := reference.ParseNormalizedNamed(img.Name)
+	if err != nil {
+		return "", err
+	}
+	names := []string{id}
+	if digested, err := reference.WithDigest(reference.TrimNamed(named), img.Target.Digest); err == nil {
+		names = append(names, digested.String())
+	}
+	store := is.client.ImageService()
+	for _, name := range names {
+		rec := images.Image{Name: name, Target: img.Target, Labels: img.Labels}
+		if _, err := store.Create(ctx, rec); errdefs.IsAlreadyExists(err) {
+			_, err = store.Update(ctx, rec, "target")
+			if err != nil {
+				return "", err
+			}
+		} else if err != nil {
+			return "", err
+		}
+	}
+	return id, nil
+}
+
+// criImage is one image as the CRI sees it: all the names of one config.
+type criImage struct {
+	id      string
+	tags    []string
+	digests []string
+	target  ocispec.Descriptor
+	record  images.Image
+}
+
+// list groups containerd's image records by image ID.
+func (is *imageService) list(ctx context.Context) ([]*criImage, error) {
+	recs, err := is.client.ImageService().List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string]*criImage{}
+	var order []string
+	for _, rec := range recs {
+		id, err := containerd.NewImage(is.client, rec).Config(ctx)
+		if err != nil {
+			continue // not an image we can run, or content gone
+		}
+		ci := byID[id.Digest.String()]
+		if ci == nil {
+			ci = &criImage{id: id.Digest.String(), target: rec.Target, record: rec}
+			byID[ci.id] = ci
+			order = append(order, ci.id)
+		}
+		switch {
+		case rec.Name == ci.id:
+		case strings.Contains(rec.Name, "@"):
+			ci.digests = append(ci.digests, rec.Name)
+		default:
+			ci.tags = append(ci.tags, rec.Name)
+			ci.record = rec
+		}
+	}
+	out := make([]*criImage, 0, len(order))
+	for _, id := range order {
+		out = append(out, byID[id])
+	}
+	return out, nil
+}
+
+// find returns the image a reference (tag, digest or ID, full or short)
+// names, or NotFound.
+func (is *imageService) find(ctx context.Context, ref string) (*criImage, error) {
+	if ref == "" {
+		return nil, errdefs.ErrInvalidArgument.WithMessage("image reference must not be empty")
+	}
+	all, err := is.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	want := ref
+	if named, err := reference.ParseDockerRef(ref); err == nil {
+		want = named.String()
+	}
+	for _, ci := range all {
+		if ci.id == ref || ci.id == "sha256:"+ref || strings.HasPrefix(ci.id, "sha256:"+ref) && len(ref) >= 12 {
+			return ci, nil
+		}
+		for _, n := range append(append([]string{}, ci.tags...), ci.digests...) {
+			if n == want || n == ref {
+				return ci, nil
+			}
+		}
+	}
+	return nil, errdefs.ErrNotFound.WithMessage("image " + ref + " not found")
+}
+
+// toCRI describes an image for ListImages and ImageStatus.
+func (is *imageService) toCRI(ctx context.Context, ci *criImage) (*runtimeapi.Image, error) {
+	img := containerd.NewImage(is.client, ci.record)
+	size, err := img.Size(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &runtimeapi.Image{
+		Id:          ci.id,
+		RepoTags:    ci.tags,
+		RepoDigests: ci.digests,
+		Size:        uint64(size),
+		Spec:        &runtimeapi.ImageSpec{Image: ci.id},
+		Pinned:      ci.record.Labels[pinnedLabel] == "pinned",
+	}
+	if cfg, err := imageConfig(ctx, img); err == nil {
+		user, _, _ := strings.Cut(cfg.Config.User, ":")
+		if uid, err := strconv.ParseInt(user, 10, 64); err == nil {
+			out.Uid = &runtimeapi.Int64Value{Value: uid}
+		} else {
+			out.Username = user
+		}
+	}
+	return out, nil
+}
+
+// pinnedLabel marks images that must not be garbage collected by kubelet.
+const pinnedLabel = "io.cri-containerd.pinned"

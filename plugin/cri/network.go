@@ -1,0 +1,117 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	gocni "github.com/containerd/go-cni"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/mine-runtime/mine/config"
+)
+
+// network attaches pods to the CNI network configured in cni.conf_dir.
+type network struct {
+	mu  sync.Mutex
+	cni gocni.CNI
+}
+
+func newNetwork(cfg *config.Config) (*network, error) {
+	c, err := gocni.New(
+		gocni.WithMinNetworkCount(2), // loopback and the pod network
+		gocni.WithPluginConfDir(cfg.CNI.ConfDir),
+		gocni.WithPluginDir(cfg.CNI.BinDirs),
+		gocni.WithInterfacePrefix("eth"),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("CNI: %w", err)
+	}
+	return &network{cni: c}, nil
+}
+
+// load reads the configuration again: it may have been installed after
+// the daemon started, as network add-ons do.
+func (n *network) load() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.cni.Load(gocni.WithLoNetwork, gocni.WithDefaultConf); err != nil {
+		return fmt.Errorf("no CNI network configuration: %w", err)
+	}
+	return nil
+}
+
+// status is nil once a pod network is configured.
+func (n *network) status() error {
+	if err := n.load(); err != nil {
+		return err
+	}
+	return n.cni.Status()
+}
+
+func cniOpts(id string, cfg *runtimeapi.PodSandboxConfig) []gocni.NamespaceOpts {
+	md := cfg.GetMetadata()
+	opts := []gocni.NamespaceOpts{gocni.WithLabels(map[string]string{
+		"K8S_POD_NAMESPACE":          md.GetNamespace(),
+		"K8S_POD_NAME":               md.GetName(),
+		"K8S_POD_INFRA_CONTAINER_ID": id,
+		"K8S_POD_UID":                md.GetUid(),
+		"IgnoreUnknown":              "1",
+	})}
+	var ports []gocni.PortMapping
+	for _, p := range cfg.GetPortMappings() {
+		if p.HostPort <= 0 {
+			continue
+		}
+		ports = append(ports, gocni.PortMapping{
+			HostPort:      p.HostPort,
+			ContainerPort: p.ContainerPort,
+			Protocol:      strings.ToLower(p.Protocol.String()),
+			HostIP:        p.HostIp,
+		})
+	}
+	if len(ports) > 0 {
+		opts = append(opts, gocni.WithCapabilityPortMap(ports))
+	}
+	if dns := cfg.GetDnsConfig(); dns != nil {
+		opts = append(opts, gocni.WithCapabilityDNS(gocni.DNS{Servers: dns.Servers, Searches: dns.Searches, Options: dns.Options}))
+	}
+	return opts
+}
+
+// setup runs CNI ADD for a pod and returns its IPs, IPv4 first.
+func (n *network) setup(ctx context.Context, id, netns string, cfg *runtimeapi.PodSandboxConfig) ([]string, error) {
+	if err := n.load(); err != nil {
+		return nil, err
+	}
+	result, err := n.cni.Setup(ctx, id, netns, cniOpts(id, cfg)...)
+	if err != nil {
+		return nil, fmt.Errorf("CNI ADD for pod %s: %w", id, err)
+	}
+	var v4, v6 []string
+	for name, iface := range result.Interfaces {
+		if name == "lo" || iface == nil {
+			continue
+		}
+		for _, ipc := range iface.IPConfigs {
+			if ip := ipc.IP; ip.To4() != nil {
+				v4 = append(v4, ip.String())
+			} else {
+				v6 = append(v6, ip.String())
+			}
+		}
+	}
+	return append(v4, v6...), nil
+}
+
+// teardown runs CNI DEL; deleting twice is harmless, as CNI requires.
+func (n *network) teardown(ctx context.Context, id, netns string, cfg *runtimeapi.PodSandboxConfig) error {
+	if err := n.load(); err != nil {
+		return err
+	}
+	if err := n.cni.Remove(ctx, id, netns, cniOpts(id, cfg)...); err != nil {
+		return fmt.Errorf("CNI DEL for pod %s: %w", id, err)
+	}
+	return nil
+}

@@ -1,0 +1,54 @@
+package cri
+
+import (
+	"context"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// ListPodSandbox lists pods, filtered by ID (or prefix), state and labels.
+func (s *Service) ListPodSandbox(ctx context.Context, r *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
+	ctx = s.nsContext(ctx)
+	f := r.GetFilter()
+	ids := s.names.list(kindSandbox)
+	if f.GetId() != "" {
+		id, err := s.names.resolve(kindSandbox, f.GetId())
+		if err != nil {
+			return &runtimeapi.ListPodSandboxResponse{}, nil
+		}
+		ids = []string{id}
+	}
+	resp := &runtimeapi.ListPodSandboxResponse{}
+	for _, id := range ids {
+		_, m, err := s.loadSandbox(ctx, id)
+		if err != nil {
+			continue
+		}
+		state := sandboxState(m)
+		if f.GetState() != nil && f.GetState().GetState() != state {
+			continue
+		}
+		if !labelsMatch(m.config.GetLabels(), f.GetLabelSelector()) {
+			continue
+		}
+		resp.Items = append(resp.Items, &runtimeapi.PodSandbox{
+			Id:             id,
+			Metadata:       m.config.GetMetadata(),
+			State:          state,
+			CreatedAt:      m.CreatedAt,
+			Labels:         m.config.GetLabels(),
+			Annotations:    m.config.GetAnnotations(),
+			RuntimeHandler: m.RuntimeHandler,
+		})
+	}
+	return resp, nil
+}
+
+func labelsMatch(labels, selector map[string]string) bool {
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,44 @@
+package cri
+
+import (
+	"context"
+	"os"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// RemovePodSandbox stops the pod if need be and removes it with its
+// containers. Removing a pod that is gone does nothing.
+func (s *Service) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
+	ctx = s.nsContext(ctx)
+	id, err := s.names.resolve(kindSandbox, r.GetPodSandboxId())
+	if errdefs.IsNotFound(err) {
+		return &runtimeapi.RemovePodSandboxResponse{}, nil
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.stopSandbox(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+		return nil, toStatus(err)
+	}
+	for _, cid := range s.containersOf(ctx, id) {
+		if err := s.removeContainer(ctx, cid); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	unlock := s.lock(id)
+	defer unlock()
+	c, m, err := s.loadSandbox(ctx, id)
+	if err == nil {
+		if err := c.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+			return nil, toStatus(err)
+		}
+		s.names.release(kindSandbox, m.Name, id)
+	} else if !errdefs.IsNotFound(err) {
+		return nil, toStatus(err)
+	}
+	os.RemoveAll(s.sandboxState(id))
+	os.RemoveAll(s.sandboxDir(id))
+	return &runtimeapi.RemovePodSandboxResponse{}, nil
+}

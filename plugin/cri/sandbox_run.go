@@ -1,0 +1,230 @@
+package cri
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/containerd/api/types/runc/options"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/mine-runtime/mine/config"
+	"github.com/mine-runtime/mine/plugin/podns"
+)
+
+// podShmSize is the size of a pod's /dev/shm, as with a pause container.
+const podShmSize = 64 << 20
+
+// RunPodSandbox creates a pod: its namespaces, pinned without any process
+// or image; its network through CNI; its /etc/hosts, /etc/resolv.conf,
+// /etc/hostname and /dev/shm. Containers join all of it when they start.
+func (s *Service) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxRequest) (_ *runtimeapi.RunPodSandboxResponse, retErr error) {
+	ctx = s.nsContext(ctx)
+	cfg := r.GetConfig()
+	md := cfg.GetMetadata()
+	if md == nil || md.Name == "" || md.Namespace == "" || md.Uid == "" {
+		return nil, toStatus(invalid("pod sandbox config needs metadata with a name, a namespace and a uid"))
+	}
+	handler, rt, err := s.runtimeFor(r.GetRuntimeHandler())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if s.config.SandboxImage != "" {
+		return nil, toStatus(errdefs.ErrNotImplemented.WithMessage("sandbox_image (pause container pods) is not supported yet; leave it empty"))
+	}
+	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+
+	name := sandboxName(md)
+	id := newID()
+	if holder := s.names.reserve(kindSandbox, name, id); holder != nil {
+		// A retry of a request whose first attempt finished after the client
+		// gave up gets the pod that attempt made.
+		if _, m, err := s.loadSandbox(ctx, holder.id); err == nil && proto.Equal(m.config, cfg) && m.RuntimeHandler == handler {
+			return &runtimeapi.RunPodSandboxResponse{PodSandboxId: holder.id}, nil
+		}
+		return nil, toStatus(errdefs.ErrAlreadyExists.WithMessage(fmt.Sprintf("pod sandbox %q already exists as %s", name, holder.id)))
+	}
+	created := false
+	defer func() { s.names.finish(kindSandbox, name, created) }()
+
+	// Clean-up of a failed attempt must not be cut short by the client.
+	cleanupCtx := context.WithoutCancel(ctx)
+	var undo []func()
+	defer func() {
+		if retErr != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	hostNet := nsOpts.GetNetwork() == runtimeapi.NamespaceMode_NODE
+	hostIPC := nsOpts.GetIpc() == runtimeapi.NamespaceMode_NODE
+	state := s.sandboxState(id)
+	if err := os.MkdirAll(state, 0o711); err != nil {
+		return nil, toStatus(err)
+	}
+	undo = append(undo, func() { os.RemoveAll(state) })
+
+	hostname := cfg.GetHostname()
+	if hostNet || hostname == "" {
+		hostname, _ = os.Hostname()
+	}
+	paths, err := podns.Pin(filepath.Join(state, "ns"), podns.Request{Net: !hostNet, IPC: !hostIPC, UTS: !hostNet, Hostname: hostname})
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("pod namespaces: %w", err))
+	}
+	undo = append(undo, func() { podns.Remove(paths) })
+
+	if err := writePodFiles(state, hostname, hostNet, cfg.GetDnsConfig()); err != nil {
+		return nil, toStatus(err)
+	}
+	if !hostIPC {
+		shm := filepath.Join(state, "shm")
+		if err := os.MkdirAll(shm, 0o755); err != nil {
+			return nil, toStatus(err)
+		}
+		if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, fmt.Sprintf("mode=1777,size=%d", podShmSize)); err != nil {
+			return nil, toStatus(fmt.Errorf("mount pod /dev/shm: %w", err))
+		}
+		undo = append(undo, func() { unix.Unmount(shm, unix.MNT_DETACH) })
+	}
+
+	var ips []string
+	if !hostNet {
+		if ips, err = s.network.setup(ctx, id, paths.Net, cfg); err != nil {
+			// CNI DEL releases whatever ADD got to, an IP among it.
+			s.network.teardown(cleanupCtx, id, paths.Net, cfg)
+			return nil, toStatus(err)
+		}
+		undo = append(undo, func() {
+			if err := s.network.teardown(cleanupCtx, id, paths.Net, cfg); err != nil {
+				log.G(ctx).WithError(err).Warn("CNI DEL after failed RunPodSandbox")
+			}
+		})
+	}
+
+	raw, err := proto.Marshal(cfg)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	meta := &sandboxMeta{
+		ID:             id,
+		Name:           name,
+		Config:         raw,
+		RuntimeHandler: handler,
+		Namespaces:     paths,
+		IPs:            ips,
+		CreatedAt:      nowNano(),
+		Ready:          true,
+	}
+	spec, err := s.sandboxSpec(ctx, meta, cfg, rt)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	record, err := s.client.NewContainer(cleanupCtx, id,
+		containerd.WithRuntime(rt.RuntimeType, runcOptions(rt)),
+		containerd.WithSpec(spec),
+		containerd.WithContainerLabels(map[string]string{labelKind: kindSandbox}),
+		containerd.NewContainerOpts(withMeta(meta)),
+	)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("record pod sandbox: %w", err))
+	}
+	undo = append(undo, func() { record.Delete(cleanupCtx) })
+	if sharesPIDNamespace(cfg) {
+		task, err := record.NewTask(ctx, cio.NullIO)
+		if err != nil {
+			return nil, toStatus(fmt.Errorf("pod init: %w", err))
+		}
+		undo = append(undo, func() { task.Delete(cleanupCtx, containerd.WithProcessKill) })
+		if err := task.Start(ctx); err != nil {
+			return nil, toStatus(fmt.Errorf("pod init: %w", err))
+		}
+	}
+	created = true
+	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
+}
+
+// runtimeFor resolves a runtime handler, "" meaning the default one.
+func (s *Service) runtimeFor(handler string) (string, config.Runtime, error) {
+	if handler == "" {
+		handler = s.config.DefaultRuntimeName
+	}
+	rt, ok := s.config.Runtimes[handler]
+	if !ok {
+		return "", rt, invalid("no runtime handler " + handler + " is configured")
+	}
+	return handler, rt, nil
+}
+
+// runcOptions are the runtime options the shim gets for a handler.
+func runcOptions(rt config.Runtime) *options.Options {
+	return &options.Options{
+		BinaryName:    rt.Options.BinaryName,
+		Root:          rt.Options.Root,
+		SystemdCgroup: rt.Options.SystemdCgroup,
+	}
+}
+
+func newID() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// writePodFiles writes the files every container of the pod mounts.
+func writePodFiles(dir, hostname string, hostNet bool, dns *runtimeapi.DNSConfig) error {
+	hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+	if hostNet {
+		if data, err := os.ReadFile("/etc/hosts"); err == nil {
+			hosts = string(data)
+		}
+	}
+	resolv, err := resolvConf(dns)
+	if err != nil {
+		return err
+	}
+	for name, content := range map[string]string{"hostname": hostname + "\n", "hosts": hosts, "resolv.conf": resolv} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resolvConf is the pod's resolv.conf: from its DNS config, else the
+// host's.
+func resolvConf(dns *runtimeapi.DNSConfig) (string, error) {
+	if dns == nil || len(dns.Servers)+len(dns.Searches)+len(dns.Options) == 0 {
+		data, err := os.ReadFile("/etc/resolv.conf")
+		if errors.Is(err, os.ErrNotExist) {
+			return "", nil
+		}
+		return string(data), err
+	}
+	var b strings.Builder
+	for _, srv := range dns.Servers {
+		fmt.Fprintf(&b, "nameserver %s\n", srv)
+	}
+	if len(dns.Searches) > 0 {
+		fmt.Fprintf(&b, "search %s\n", strings.Join(dns.Searches, " "))
+	}
+	if len(dns.Options) > 0 {
+		fmt.Fprintf(&b, "options %s\n", strings.Join(dns.Options, " "))
+	}
+	return b.String(), nil
+}

@@ -1,0 +1,57 @@
+package cri
+
+import (
+	"context"
+	"encoding/json"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// PodSandboxStatus reports a pod's state, IPs and namespaces.
+func (s *Service) PodSandboxStatus(ctx context.Context, r *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
+	ctx = s.nsContext(ctx)
+	id, err := s.names.resolve(kindSandbox, r.GetPodSandboxId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	_, m, err := s.loadSandbox(ctx, id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	st := &runtimeapi.PodSandboxStatus{
+		Id:             m.ID,
+		Metadata:       m.config.GetMetadata(),
+		State:          sandboxState(m),
+		CreatedAt:      m.CreatedAt,
+		Labels:         m.config.GetLabels(),
+		Annotations:    m.config.GetAnnotations(),
+		RuntimeHandler: m.RuntimeHandler,
+		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{
+			Options: m.config.GetLinux().GetSecurityContext().GetNamespaceOptions(),
+		}},
+	}
+	if len(m.IPs) > 0 && m.Ready {
+		st.Network = &runtimeapi.PodSandboxNetworkStatus{Ip: m.IPs[0]}
+		for _, ip := range m.IPs[1:] {
+			st.Network.AdditionalIps = append(st.Network.AdditionalIps, &runtimeapi.PodIP{Ip: ip})
+		}
+	}
+	resp := &runtimeapi.PodSandboxStatusResponse{Status: st}
+	if r.Verbose {
+		info, _ := json.Marshal(map[string]any{
+			"namespaces":      m.Namespaces,
+			"runtimeHandler":  m.RuntimeHandler,
+			"sandboxState":    s.sandboxState(id),
+			"pinnedNamespace": true,
+		})
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+func sandboxState(m *sandboxMeta) runtimeapi.PodSandboxState {
+	if m.Ready {
+		return runtimeapi.PodSandboxState_SANDBOX_READY
+	}
+	return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+}

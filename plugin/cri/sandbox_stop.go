@@ -1,0 +1,62 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/mine-runtime/mine/plugin/podns"
+)
+
+// StopPodSandbox stops the pod's containers and releases its network and
+// namespaces. Stopping a stopped pod does nothing.
+func (s *Service) StopPodSandbox(ctx context.Context, r *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
+	ctx = s.nsContext(ctx)
+	id, err := s.names.resolve(kindSandbox, r.GetPodSandboxId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.stopSandbox(ctx, id); err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.StopPodSandboxResponse{}, nil
+}
+
+func (s *Service) stopSandbox(ctx context.Context, id string) error {
+	unlock := s.lock(id)
+	defer unlock()
+	c, m, err := s.loadSandbox(ctx, id)
+	if err != nil {
+		return err
+	}
+	for _, cid := range s.containersOf(ctx, id) {
+		if err := s.stopContainer(ctx, cid, 0); err != nil {
+			return fmt.Errorf("stop container %s of pod %s: %w", cid, id, err)
+		}
+	}
+	if err := stopPodInit(ctx, c); err != nil {
+		return fmt.Errorf("stop the init of pod %s: %w", id, err)
+	}
+	if !m.Ready {
+		return nil
+	}
+	if m.Namespaces.Net != "" {
+		if err := s.network.teardown(ctx, id, m.Namespaces.Net, m.config); err != nil {
+			return err
+		}
+	}
+	state := s.sandboxState(id)
+	if err := unix.Unmount(filepath.Join(state, "shm"), unix.MNT_DETACH); err != nil && err != unix.EINVAL && !os.IsNotExist(err) {
+		log.G(ctx).WithError(err).Warn("unmount pod /dev/shm")
+	}
+	if err := podns.Remove(m.Namespaces); err != nil {
+		return err
+	}
+	m.Ready = false
+	return c.Update(ctx, withMeta(m))
+}

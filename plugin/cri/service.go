@@ -1,0 +1,112 @@
+// Package cri implements the Kubernetes CRI, runtime.v1 RuntimeService and
+// ImageService, on top of containerd's services. One file per RPC, named
+// after it. Everything the service must remember lives in containerd:
+// pods and containers are containerd containers in the k8s.io namespace,
+// with their CRI configuration and state in labels and extensions.
+package cri
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/log"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/mine-runtime/mine/config"
+)
+
+// Namespace is the containerd namespace CRI objects live in, as with
+// containerd's own CRI plugin: `ctr -n k8s.io containers ls` shows them.
+const Namespace = "k8s.io"
+
+// Options are what the service is built from.
+type Options struct {
+	Client   *containerd.Client
+	Config   *config.Config
+	RootDir  string // persistent: survives reboots
+	StateDir string // volatile: pods' namespaces, /dev/shm, hosts files
+	Address  string // containerd's socket
+}
+
+// Service is the CRI server.
+type Service struct {
+	runtimeapi.UnimplementedRuntimeServiceServer
+	runtimeapi.UnimplementedImageServiceServer
+
+	client   *containerd.Client
+	config   *config.Config
+	rootDir  string
+	stateDir string
+
+	names   *nameIndex
+	images  *imageService
+	network *network
+	// restrictOOM clamps oom_score_adj to what the daemon may set.
+	minOOMScoreAdj int
+}
+
+// New builds the service and recovers its state from containerd.
+func New(ctx context.Context, o Options) (*Service, error) {
+	for _, d := range []string{o.RootDir, o.StateDir} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, err
+		}
+	}
+	s := &Service{
+		client:   o.Client,
+		config:   o.Config,
+		rootDir:  o.RootDir,
+		stateDir: o.StateDir,
+		names:    newNameIndex(),
+	}
+	s.images = newImageService(o.Client, o.Config)
+	var err error
+	if s.network, err = newNetwork(o.Config); err != nil {
+		return nil, err
+	}
+	s.minOOMScoreAdj = oomScoreFloor(o.Config.RestrictOOMScoreAdj)
+	ctx = s.nsContext(ctx)
+	if err := s.recover(ctx); err != nil {
+		return nil, fmt.Errorf("recover CRI state from containerd: %w", err)
+	}
+	go s.watchExits(context.WithoutCancel(ctx))
+	log.G(ctx).WithField("oom_score_adj_floor", s.minOOMScoreAdj).Debug("CRI service ready")
+	return s, nil
+}
+
+// Register serves both CRI services on containerd's gRPC server.
+func (s *Service) Register(server *grpc.Server) {
+	server.RegisterService(guarded(runtimeapi.RuntimeService_ServiceDesc), s)
+	server.RegisterService(guarded(runtimeapi.ImageService_ServiceDesc), s)
+}
+
+// guarded wraps every method of a service so that a panic in one request
+// fails that request, not the whole containerd.
+func guarded(desc grpc.ServiceDesc) *grpc.ServiceDesc {
+	methods := make([]grpc.MethodDesc, len(desc.Methods))
+	for i, m := range desc.Methods {
+		handler := m.Handler
+		m.Handler = func(srv any, ctx context.Context, dec func(any) error, icpt grpc.UnaryServerInterceptor) (resp any, err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					log.G(ctx).WithField("method", m.MethodName).Errorf("panic: %v\n%s", r, debug.Stack())
+					err = status.Errorf(codes.Internal, "%s: internal error: %v", m.MethodName, r)
+				}
+			}()
+			return handler(srv, ctx, dec, icpt)
+		}
+		methods[i] = m
+	}
+	desc.Methods = methods
+	return &desc
+}
+
+func (s *Service) sandboxDir(id string) string   { return filepath.Join(s.rootDir, "sandboxes", id) }
+func (s *Service) sandboxState(id string) string { return filepath.Join(s.stateDir, "sandboxes", id) }

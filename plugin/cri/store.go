@@ -1,0 +1,175 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/mine-runtime/mine/plugin/podns"
+)
+
+// Labels on the containerd containers that stand for CRI objects.
+const (
+	labelKind      = "io.mine.cri.kind" // kindSandbox or kindContainer
+	labelSandboxID = "io.mine.cri.sandbox-id"
+	// metadataExtension holds a sandboxMeta or containerMeta.
+	metadataExtension = "io.mine.cri.metadata"
+)
+
+func init() {
+	typeurl.Register(&sandboxMeta{}, "io.mine.cri", "sandboxMeta")
+	typeurl.Register(&containerMeta{}, "io.mine.cri", "containerMeta")
+}
+
+// sandboxMeta is what is remembered of a pod.
+type sandboxMeta struct {
+	ID             string
+	Name           string // metadata name_namespace_uid_attempt, unique
+	Config         []byte // runtimeapi.PodSandboxConfig, protobuf
+	RuntimeHandler string
+	Namespaces     podns.Paths
+	IPs            []string
+	CreatedAt      int64 // unix nanoseconds
+	Ready          bool
+	config         *runtimeapi.PodSandboxConfig
+}
+
+// containerMeta is what is remembered of a container.
+type containerMeta struct {
+	ID         string
+	Name       string // name within the pod, unique per pod with attempt
+	SandboxID  string
+	Config     []byte // runtimeapi.ContainerConfig, protobuf
+	ImageRef   string // the image as the request named it
+	ImageID    string
+	LogPath    string // absolute, "" without one
+	StopSignal string // the image's, "" for SIGTERM
+	CreatedAt  int64
+	StartedAt  int64
+	FinishedAt int64
+	ExitCode   int32
+	Reason     string
+	Message    string
+	config     *runtimeapi.ContainerConfig
+}
+
+func (s *Service) nsContext(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, Namespace)
+}
+
+// sandboxName is the unique name kubelet gives a pod by its metadata.
+func sandboxName(m *runtimeapi.PodSandboxMetadata) string {
+	return fmt.Sprintf("%s_%s_%s_%d", m.Name, m.Namespace, m.Uid, m.Attempt)
+}
+
+// containerName is a container's name, unique within its pod.
+func containerName(sandboxID string, m *runtimeapi.ContainerMetadata) string {
+	return fmt.Sprintf("%s_%s_%d", sandboxID, m.Name, m.Attempt)
+}
+
+func withMeta(meta any) containerd.UpdateContainerOpts {
+	return func(ctx context.Context, _ *containerd.Client, c *containers.Container) error {
+		a, err := typeurl.MarshalAny(meta)
+		if err != nil {
+			return err
+		}
+		if c.Extensions == nil {
+			c.Extensions = map[string]typeurl.Any{}
+		}
+		c.Extensions[metadataExtension] = a
+		return nil
+	}
+}
+
+func readMeta(ctx context.Context, c containerd.Container, into any) error {
+	ext, err := c.Extensions(ctx)
+	if err != nil {
+		return err
+	}
+	a, ok := ext[metadataExtension]
+	if !ok {
+		return errdefs.ErrNotFound.WithMessage("container " + c.ID() + " has no CRI metadata")
+	}
+	return typeurl.UnmarshalTo(a, into)
+}
+
+func (s *Service) loadSandbox(ctx context.Context, id string) (containerd.Container, *sandboxMeta, error) {
+	c, err := s.client.LoadContainer(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := &sandboxMeta{}
+	if err := readMeta(ctx, c, m); err != nil {
+		return nil, nil, err
+	}
+	m.config = &runtimeapi.PodSandboxConfig{}
+	if err := proto.Unmarshal(m.Config, m.config); err != nil {
+		return nil, nil, err
+	}
+	return c, m, nil
+}
+
+func (s *Service) loadContainer(ctx context.Context, id string) (containerd.Container, *containerMeta, error) {
+	c, err := s.client.LoadContainer(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := &containerMeta{}
+	if err := readMeta(ctx, c, m); err != nil {
+		return nil, nil, err
+	}
+	m.config = &runtimeapi.ContainerConfig{}
+	if err := proto.Unmarshal(m.Config, m.config); err != nil {
+		return nil, nil, err
+	}
+	return c, m, nil
+}
+
+// updateContainerMeta changes a container's metadata in containerd.
+func (s *Service) updateContainerMeta(ctx context.Context, c containerd.Container, change func(*containerMeta)) (*containerMeta, error) {
+	_, m, err := s.loadContainer(ctx, c.ID())
+	if err != nil {
+		return nil, err
+	}
+	change(m)
+	return m, c.Update(ctx, withMeta(m))
+}
+
+// recover rebuilds the name index from containerd after a restart, and
+// records the exits of containers that stopped while the daemon was down.
+func (s *Service) recover(ctx context.Context) error {
+	list, err := s.client.Containers(ctx, fmt.Sprintf("labels.%q", labelKind))
+	if err != nil {
+		return err
+	}
+	for _, c := range list {
+		labels, err := c.Labels(ctx)
+		if err != nil {
+			return err
+		}
+		switch labels[labelKind] {
+		case kindSandbox:
+			if _, m, err := s.loadSandbox(ctx, c.ID()); err == nil {
+				s.names.add(kindSandbox, m.Name, m.ID)
+			}
+		case kindContainer:
+			if _, m, err := s.loadContainer(ctx, c.ID()); err == nil {
+				s.names.add(kindContainer, m.Name, m.ID)
+				if m.StartedAt != 0 && m.FinishedAt == 0 {
+					s.reapIfExited(ctx, c)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func nowNano() int64 { return time.Now().UnixNano() }

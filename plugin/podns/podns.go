@@ -1,0 +1,147 @@
+// Package podns holds a pod's namespaces without any process: each one is
+// created on a throw-away OS thread and pinned by bind-mounting its nsfs
+// file, as CRI-O's pinns does. Containers then join the pod's namespaces
+// by path, and no pause image is ever pulled.
+package podns
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// Paths are the pinned namespaces of a pod; "" where the pod uses the
+// host's namespace.
+type Paths struct {
+	Net string `json:"net,omitempty"`
+	IPC string `json:"ipc,omitempty"`
+	UTS string `json:"uts,omitempty"`
+}
+
+// Request says which namespaces to create.
+type Request struct {
+	Net, IPC, UTS bool
+	Hostname      string // set in the new UTS namespace
+}
+
+// Pin creates the requested namespaces and pins them below dir.
+func Pin(dir string, req Request) (Paths, error) {
+	var flags int
+	kinds := map[string]int{}
+	if req.Net {
+		flags |= unix.CLONE_NEWNET
+		kinds["net"] = unix.CLONE_NEWNET
+	}
+	if req.IPC {
+		flags |= unix.CLONE_NEWIPC
+		kinds["ipc"] = unix.CLONE_NEWIPC
+	}
+	if req.UTS {
+		flags |= unix.CLONE_NEWUTS
+		kinds["uts"] = unix.CLONE_NEWUTS
+	}
+	var paths Paths
+	if flags == 0 {
+		return paths, nil
+	}
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return paths, err
+	}
+	for kind := range kinds {
+		p := filepath.Join(dir, kind)
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+		if err != nil {
+			Remove(paths)
+			return Paths{}, err
+		}
+		f.Close()
+		switch kind {
+		case "net":
+			paths.Net = p
+		case "ipc":
+			paths.IPC = p
+		case "uts":
+			paths.UTS = p
+		}
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		restored, err := pinOnThisThread(flags, paths, req.Hostname)
+		if restored {
+			runtime.UnlockOSThread()
+		}
+		// Otherwise the thread stays locked and Go discards it with the
+		// goroutine: nothing else ever runs in the pod's namespaces.
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		Remove(paths)
+		return Paths{}, err
+	}
+	return paths, nil
+}
+
+// pinOnThisThread moves the locked thread into new namespaces, pins them,
+// and moves it back; restored tells whether it is back where it was.
+func pinOnThisThread(flags int, paths Paths, hostname string) (restored bool, err error) {
+	var orig []int
+	for _, kind := range []string{"net", "ipc", "uts"} {
+		fd, err := unix.Open("/proc/thread-self/ns/"+kind, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return true, err
+		}
+		orig = append(orig, fd)
+	}
+	defer func() {
+		restored = true
+		for _, fd := range orig {
+			if unix.Setns(fd, 0) != nil {
+				restored = false
+			}
+			unix.Close(fd)
+		}
+	}()
+	if err := unix.Unshare(flags); err != nil {
+		return false, fmt.Errorf("unshare namespaces: %w", err)
+	}
+	if paths.UTS != "" && hostname != "" {
+		if err := unix.Sethostname([]byte(hostname)); err != nil {
+			return false, fmt.Errorf("set hostname: %w", err)
+		}
+	}
+	tid := unix.Gettid()
+	for kind, p := range map[string]string{"net": paths.Net, "ipc": paths.IPC, "uts": paths.UTS} {
+		if p == "" {
+			continue
+		}
+		src := fmt.Sprintf("/proc/%d/task/%d/ns/%s", os.Getpid(), tid, kind)
+		if err := unix.Mount(src, p, "", unix.MS_BIND, ""); err != nil {
+			return false, fmt.Errorf("pin %s namespace: %w", kind, err)
+		}
+	}
+	return false, nil
+}
+
+// Remove unpins the namespaces and removes their files; a namespace no
+// process uses any more then goes away. Removing twice is harmless.
+func Remove(paths Paths) error {
+	var errs []error
+	for _, p := range []string{paths.Net, paths.IPC, paths.UTS} {
+		if p == "" {
+			continue
+		}
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unpin %s: %w", p, err))
+			continue
+		}
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
