@@ -21,7 +21,7 @@ import (
 // be copied out. Output left in the pipes when a process exits takes
 // milliseconds; the bound only matters when a daemonized child still holds
 // the pipe open, and then the exit must not wait for it.
-const drainTimeout = 2 * time.Second
+const drainTimeout = 500 * time.Millisecond
 
 // stdinGrace is how long CloseIO lets the client's last stdin bytes
 // arrive when the client has not closed its end of the FIFO.

@@ -69,6 +69,11 @@ func (s *Service) ExecSync(ctx context.Context, r *runtimeapi.ExecSyncRequest) (
 	}
 	select {
 	case st := <-exitC:
+		// Deleting the process makes the shim close its end of the FIFOs,
+		// so what is still in them is copied here before we answer.
+		if _, err := proc.Delete(context.WithoutCancel(ctx)); err != nil && !errdefs.IsNotFound(err) {
+			return nil, toStatus(err)
+		}
 		return &runtimeapi.ExecSyncResponse{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(st.ExitCode())}, nil
 	case <-timeout:
 		proc.Kill(context.WithoutCancel(ctx), syscall.SIGKILL)
