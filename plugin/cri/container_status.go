@@ -20,6 +20,16 @@ func (s *Service) ContainerStatus(ctx context.Context, r *runtimeapi.ContainerSt
 		return nil, toStatus(err)
 	}
 	state, pid := s.containerState(ctx, c, m)
+	if state == runtimeapi.ContainerState_CONTAINER_EXITED && m.FinishedAt == 0 {
+		// Exited, and the event saying so not handled yet: record the exit
+		// now, so the status carries its code and reason.
+		if err := s.reap(ctx, c); err != nil {
+			return nil, toStatus(err)
+		}
+		if _, m, err = s.loadContainer(ctx, id); err != nil {
+			return nil, toStatus(err)
+		}
+	}
 	cfg := m.config
 	st := &runtimeapi.ContainerStatus{
 		Id:          id,

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	cgroupsv1 "github.com/containerd/cgroups/v3/cgroup1/stats"
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	eventstypes "github.com/containerd/containerd/api/events"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
@@ -84,6 +86,11 @@ func (s *Service) reap(ctx context.Context, c containerd.Container) error {
 		if st.Status != containerd.Stopped {
 			return nil // still running: not an exit of this container
 		}
+		// The cgroup still counts OOM kills until the task is deleted: it
+		// settles the reason even before the TaskOOM event is handled.
+		if st.ExitStatus != 0 && oomKilledByCgroup(ctx, task) {
+			oomKilled.Store(c.ID(), true)
+		}
 		exit, err := task.Delete(ctx)
 		if err != nil && !errdefs.IsNotFound(err) {
 			return err
@@ -114,4 +121,23 @@ func (s *Service) reapIfExited(ctx context.Context, c containerd.Container) {
 	if err := s.reap(ctx, c); err != nil {
 		log.G(ctx).WithError(err).WithField("id", c.ID()).Warn("record exit after restart")
 	}
+}
+
+// oomKilledByCgroup tells whether the OOM killer acted in a task's cgroup.
+func oomKilledByCgroup(ctx context.Context, task containerd.Task) bool {
+	m, err := task.Metrics(ctx)
+	if err != nil {
+		return false
+	}
+	v, err := typeurl.UnmarshalAny(m.Data)
+	if err != nil {
+		return false
+	}
+	switch s := v.(type) {
+	case *cgroupsv1.Metrics:
+		return s.GetMemoryOomControl().GetOomKill() > 0
+	case *cgroupsv2.Metrics:
+		return s.GetMemoryEvents().GetOomKill() > 0
+	}
+	return false
 }

@@ -1,0 +1,278 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func TestCRIBadRequests(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "badreq")
+	podID := c.runPod(t, pod)
+
+	check := func(what string, err error, want codes.Code) {
+		t.Helper()
+		if status.Code(err) != want {
+			t.Errorf("%s: %v, want %s", what, err, want)
+		} else if err != nil && status.Convert(err).Message() == "" {
+			t.Errorf("%s: %s without a message", what, want)
+		}
+	}
+	_, err := c.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{}})
+	check("pod without metadata", err, codes.InvalidArgument)
+	_, err = c.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig(t, "badhandler"), RuntimeHandler: "no-such-handler"})
+	check("unknown runtime handler", err, codes.InvalidArgument)
+	_, err = c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: "no-such-pod", Config: containerConfig("x", "true")})
+	check("container in an unknown pod", err, codes.NotFound)
+	noImage := containerConfig("x", "true")
+	noImage.Image = &runtimeapi.ImageSpec{}
+	_, err = c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: noImage})
+	check("container without an image", err, codes.InvalidArgument)
+	missing := containerConfig("x", "true")
+	missing.Image = &runtimeapi.ImageSpec{Image: "not-pulled:1"}
+	_, err = c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: missing})
+	check("container of an image not pulled", err, codes.NotFound)
+	_, err = c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: &runtimeapi.ContainerConfig{Image: &runtimeapi.ImageSpec{Image: "busybox"}}})
+	check("container without metadata", err, codes.InvalidArgument)
+	_, err = c.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: "no-such-container"})
+	check("status of an unknown container", err, codes.NotFound)
+	_, err = c.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: "no-such-container"})
+	check("start of an unknown container", err, codes.NotFound)
+	_, err = c.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: "no-such-pod"})
+	check("status of an unknown pod", err, codes.NotFound)
+	_, err = c.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: "no-such-container"})
+	check("removing an unknown container", err, codes.OK)
+	_, err = c.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: "no-such-pod"})
+	check("removing an unknown pod", err, codes.OK)
+	_, err = c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{}})
+	check("pull without an image", err, codes.InvalidArgument)
+	_, err = c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "bad//ref"}})
+	check("pull of a malformed reference", err, codes.InvalidArgument)
+	_, err = c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "no-such-image:1"}})
+	check("pull of an image the registry lacks", err, codes.NotFound)
+
+	// A command that does not exist fails StartContainer, and leaves no
+	// task, shim process or mount behind.
+	resp, err := c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "nocmd"},
+		Image:    &runtimeapi.ImageSpec{Image: "busybox"},
+		Command:  []string{"/no/such/binary"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: resp.ContainerId})
+	if err == nil || !strings.Contains(err.Error(), "/no/such/binary") {
+		t.Fatalf("start of a missing command: %v", err)
+	}
+	if isMounted(t, filepath.Join(daemon.Dir, "state/io.containerd.runtime.v2.task/k8s.io", resp.ContainerId, "rootfs")) {
+		t.Fatal("the failed container's rootfs is still mounted")
+	}
+	if _, err := c.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: resp.ContainerId}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCRINamesAreUniqueAndRetriesIdempotent(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "names")
+	podID := c.runPod(t, pod)
+	// A retry of the same request gets the same pod.
+	again, err := c.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
+	if err != nil || again.PodSandboxId != podID {
+		t.Fatalf("retried RunPodSandbox: %v, %v; want %s", again, err, podID)
+	}
+	// Another pod with the same name is refused.
+	other := podConfig(t, "names")
+	other.Hostname = "different"
+	if _, err := c.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: other}); status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("second pod with the same name: %v, want AlreadyExists", err)
+	}
+
+	cfg := containerConfig("app", "exec sleep 600")
+	first, err := c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+	if err != nil {
+		t.Fatal(err)
+	}
+	retry, err := c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+	if err != nil || retry.ContainerId != first.ContainerId {
+		t.Fatalf("retried CreateContainer: %v, %v", retry, err)
+	}
+	changed := containerConfig("app", "exec sleep 601")
+	if _, err := c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: changed, SandboxConfig: pod}); status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("second container with the same name: %v, want AlreadyExists", err)
+	}
+}
+
+func TestCRIPodSharesOnePIDNamespace(t *testing.T) {
+	c := newCRI(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "sharedpid")
+	pod.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+	podID := c.runPod(t, pod)
+	shared := &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD}
+	a := containerConfig("a", "exec sleep 600")
+	a.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: shared}
+	b := containerConfig("b", "exec sleep 601")
+	b.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: shared}
+	aID := c.startContainer(t, podID, pod, a)
+	c.startContainer(t, podID, pod, b)
+	// Each sees the other's process and the pod's init as PID 1.
+	out := mustExec(t, c, aID, "ps", "-o", "pid,args")
+	if !strings.Contains(out, "sleep 601") || !strings.Contains(out, "1 /pod-init pod-init") {
+		t.Fatalf("processes seen from container a:\n%s", out)
+	}
+}
+
+func TestCRIHostNetworkPod(t *testing.T) {
+	c := newCRI(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "hostnet")
+	pod.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
+	podID := c.runPod(t, pod)
+	id := c.startContainer(t, podID, pod, containerConfig("main", "exec sleep 600"))
+	host, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inside, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", c.pid(t, id)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inside != host {
+		t.Fatalf("host-network container in %s, host in %s", inside, host)
+	}
+}
+
+func TestCRIOOMScoreIsClampedNotFailed(t *testing.T) {
+	c := newCRI(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "oomscore")
+	podID := c.runPod(t, pod)
+	cfg := containerConfig("main", "exec sleep 600")
+	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{OomScoreAdj: -999}
+	id := c.startContainer(t, podID, pod, cfg)
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", c.pid(t, id)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, _ := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", daemon.Pid()))
+	got, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	floor, _ := strconv.Atoi(strings.TrimSpace(string(own)))
+	if got != max(-999, floor) && got != -999 {
+		t.Fatalf("oom_score_adj %d; want -999, or the daemon's %d where it may not go lower", got, floor)
+	}
+}
+
+func TestCRIOOMKilledReason(t *testing.T) {
+	c := newCRI(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "oomkilled")
+	podID := c.runPod(t, pod)
+	cfg := containerConfig("main", "exec dd if=/dev/zero of=/dev/null bs=128M count=4")
+	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20, MemorySwapLimitInBytes: 32 << 20}
+	id := c.startContainer(t, podID, pod, cfg)
+	waitFor(t, "the container to be OOM killed", 30*time.Second, func() bool {
+		return c.status(t, id).State == runtimeapi.ContainerState_CONTAINER_EXITED
+	})
+	if st := c.status(t, id); st.ExitCode != 137 || st.Reason != "OOMKilled" {
+		t.Fatalf("exit %d, reason %q; want 137, OOMKilled", st.ExitCode, st.Reason)
+	}
+}
+
+func TestCRIReopenContainerLog(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "reopen")
+	podID := c.runPod(t, pod)
+	id := c.startContainer(t, podID, pod, containerConfig("main", "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.05; done"))
+	path := filepath.Join(pod.LogDirectory, "main.log")
+	waitFor(t, "log lines", 10*time.Second, func() bool { data, _ := os.ReadFile(path); return len(data) > 0 })
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ReopenContainerLog(ctx, &runtimeapi.ReopenContainerLogRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "lines in the reopened log", 10*time.Second, func() bool { data, _ := os.ReadFile(path); return len(data) > 0 })
+	old, now := logEntries(t, path+".1"), logEntries(t, path)
+	last, _ := strconv.Atoi(strings.TrimPrefix(old[len(old)-1][2], "line "))
+	first, _ := strconv.Atoi(strings.TrimPrefix(now[0][2], "line "))
+	if first != last+1 {
+		t.Fatalf("rotated log ends with line %d, new log starts with line %d: a line was lost or repeated", last, first)
+	}
+}
+
+// TestCRIRestartRecovery restarts the daemon under running pods: the same
+// pods and containers come back in the same states, running containers
+// never stop, logs keep flowing while containerd is down, an exit that
+// happened meanwhile is reported with its code, and exec works after.
+func TestCRIRestartRecovery(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "restart")
+	podID := c.runPod(t, pod)
+	runID := c.startContainer(t, podID, pod, containerConfig("ticker", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.05; done"))
+	exitID := c.startContainer(t, podID, pod, containerConfig("exiter", "while [ ! -e /exit-now ]; do sleep 0.05; done; exit 7"))
+	runPid, exitPid := c.pid(t, runID), c.pid(t, exitID)
+	logPath := filepath.Join(pod.LogDirectory, "ticker.log")
+	pods, err := c.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := daemon.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	size := func() int64 { fi, _ := os.Stat(logPath); return fi.Size() }
+	before := size()
+	waitFor(t, "log lines written while containerd is down", 10*time.Second, func() bool { return size() > before })
+	trigger := filepath.Join(daemon.Dir, "state/io.containerd.runtime.v2.task/k8s.io", exitID, "rootfs/exit-now")
+	if err := os.WriteFile(trigger, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the container to exit while containerd is down", 10*time.Second, func() bool { return !processAlive(exitPid) })
+	if err := daemon.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	c = newCRI(t)
+	after, err := c.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after.Items) != len(pods.Items) {
+		t.Fatalf("%d pods before the restart, %d after", len(pods.Items), len(after.Items))
+	}
+	if st := c.status(t, runID); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING || c.pid(t, runID) != runPid {
+		t.Fatalf("running container after restart: %v", st.State)
+	}
+	if st := c.status(t, exitID); st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 7 || st.Reason != "Error" {
+		t.Fatalf("container that exited while containerd was down: %v, exit %d, reason %q", st.State, st.ExitCode, st.Reason)
+	}
+	if out := mustExec(t, c, runID, "echo", "exec after restart"); out != "exec after restart\n" {
+		t.Fatalf("exec after restart: %q", out)
+	}
+	// No tick lost: the log's numbers run on without a gap.
+	entries := logEntries(t, logPath)
+	for i, e := range entries {
+		if want := fmt.Sprintf("tick %d", i+1); e[2] != want {
+			t.Fatalf("log line %d is %q, want %q", i+1, e[2], want)
+		}
+	}
+}
