@@ -17,6 +17,7 @@ func TestPinAndRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { Remove(paths) }) // when an assertion below fails
 	// A new process starts in the daemon's namespaces, which Pin must
 	// have left as they were.
 	host, err := exec.Command("readlink", "/proc/self/ns/net").Output()
