@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mine-runtime/mine/integration/testbed"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -274,5 +276,59 @@ func TestCRIRestartRecovery(t *testing.T) {
 		if want := fmt.Sprintf("tick %d", i+1); e[2] != want {
 			t.Fatalf("log line %d is %q, want %q", i+1, e[2], want)
 		}
+	}
+}
+
+func TestCRIPullWithCredentials(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	img, err := uniqueImage("private")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := registry().Push("private/app:1", img); err != nil {
+		t.Fatal(err)
+	}
+	spec := &runtimeapi.ImageSpec{Image: "private/app:1"}
+	if _, err := c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: spec}); err == nil {
+		t.Fatal("pulled a private image without credentials")
+	}
+	resp, err := c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: spec, Auth: &runtimeapi.AuthConfig{Username: testbed.PrivateUser, Password: testbed.PrivatePassword}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: resp.ImageRef}})
+	// The docker config form: base64 of user:password.
+	auth := base64.StdEncoding.EncodeToString([]byte(testbed.PrivateUser + ":" + testbed.PrivatePassword))
+	resp, err = c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: spec, Auth: &runtimeapi.AuthConfig{Auth: auth}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: resp.ImageRef}})
+}
+
+func TestCRIPullTimeouts(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	for _, repo := range []string{"stall", "drip"} {
+		img, err := uniqueImage(repo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := registry().Push(repo+"/app:1", img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The test daemon has image_pull_progress_timeout 2s, image_pull_timeout 6s.
+	_, err := c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "stall/app:1"}})
+	if err == nil || !strings.Contains(err.Error(), "made no progress for image_pull_progress_timeout (2s)") {
+		t.Fatalf("pull of a stuck image: %v", err)
+	}
+	_, err = c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "drip/app:1"}})
+	if err == nil || !strings.Contains(err.Error(), "took longer than image_pull_timeout (6s)") {
+		t.Fatalf("pull of an endless image: %v", err)
+	}
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("pull past its deadline: %s, want DeadlineExceeded", status.Code(err))
 	}
 }

@@ -56,7 +56,13 @@ func run(m *testing.M) int {
 		return 1
 	}
 	ctx := context.Background()
-	bed, err = testbed.Start(ctx, binDir, "")
+	// Short pull timeouts, for the tests of stuck and endless pulls; every
+	// other pull is local and takes milliseconds.
+	bed, err = testbed.Start(ctx, binDir, `
+[plugins."io.containerd.grpc.v1.mine"]
+  image_pull_progress_timeout = "2s"
+  image_pull_timeout = "6s"
+`)
 	if err == nil {
 		daemon, imageRef = bed.Daemon, bed.ImageRef
 		err = bed.Pull(ctx, namespace)

@@ -5,8 +5,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -50,7 +53,7 @@ func normalize(ref string) (reference.Named, error) {
 
 // resolver reaches registries as the hosts.toml files in
 // registry.config_path say, with the request's credentials.
-func (is *imageService) resolver(auth *runtimeapi.AuthConfig) docker.ResolverOptions {
+func (is *imageService) resolver(auth *runtimeapi.AuthConfig, received *atomic.Int64) docker.ResolverOptions {
 	creds := func(host string) (string, string, error) {
 		if auth == nil {
 			return "", "", nil
@@ -72,7 +75,14 @@ func (is *imageService) resolver(auth *runtimeapi.AuthConfig) docker.ResolverOpt
 		}
 		return user, secret, nil
 	}
-	opts := config.HostOptions{Credentials: creds}
+	opts := config.HostOptions{Credentials: creds, UpdateClient: func(c *http.Client) error {
+		base := c.Transport
+		if base == nil {
+			base = http.DefaultTransport
+		}
+		c.Transport = &countingTransport{base: base, received: received}
+		return nil
+	}}
 	if is.config.Registry.ConfigPath != "" {
 		opts.HostDir = config.HostDirFromRoot(is.config.Registry.ConfigPath)
 	}
@@ -107,19 +117,20 @@ func (is *imageService) doPull(ctx context.Context, named reference.Named, auth 
 	defer cancel(nil)
 	if total := is.config.PullTimeout(); total > 0 {
 		var stop context.CancelFunc
-		ctx, stop = context.WithTimeoutCause(ctx, total, fmt.Errorf("pull of %s took longer than image_pull_timeout (%s)", named, total))
+		ctx, stop = context.WithTimeoutCause(ctx, total, fmt.Errorf("pull of %s took longer than image_pull_timeout (%s): %w", named, total, context.DeadlineExceeded))
 		defer stop()
 	}
+	var received atomic.Int64
 	if idle := is.config.PullProgressTimeout(); idle > 0 {
-		go is.watchProgress(ctx, cancel, named, idle)
+		go watchProgress(ctx, cancel, named, idle, &received)
 	}
 	img, err := is.client.Pull(ctx, named.String(),
 		containerd.WithPullUnpack,
 		containerd.WithPullSnapshotter(is.config.Snapshotter),
-		containerd.WithResolver(docker.NewResolver(is.resolver(auth))),
+		containerd.WithResolver(docker.NewResolver(is.resolver(auth, &received))),
 	)
 	if err != nil {
-		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
 			err = cause
 		}
 		return "", fmt.Errorf("pull %s: %w", named, err)
@@ -127,11 +138,11 @@ func (is *imageService) doPull(ctx context.Context, named reference.Named, auth 
 	return is.recordNames(ctx, img.Metadata())
 }
 
-// watchProgress cancels a pull when no byte has arrived for idle: a pull
-// that is merely slow goes on, a stuck one fails with a clear error.
-func (is *imageService) watchProgress(ctx context.Context, cancel context.CancelCauseFunc, named reference.Named, idle time.Duration) {
-	cs := is.client.ContentStore()
-	var last int64 = -1
+// watchProgress cancels a pull when no byte has arrived from the registry
+// for idle: a pull that is merely slow goes on, a stuck one fails with a
+// clear error.
+func watchProgress(ctx context.Context, cancel context.CancelCauseFunc, named reference.Named, idle time.Duration, received *atomic.Int64) {
+	last := received.Load()
 	lastChange := time.Now()
 	tick := time.NewTicker(min(idle/4, time.Second))
 	defer tick.Stop()
@@ -141,23 +152,41 @@ func (is *imageService) watchProgress(ctx context.Context, cancel context.Cancel
 			return
 		case <-tick.C:
 		}
-		statuses, err := cs.ListStatuses(ctx)
-		if err != nil {
-			continue
-		}
-		var total int64
-		for _, st := range statuses {
-			total += st.Offset
-		}
-		if total != last {
-			last, lastChange = total, time.Now()
+		if n := received.Load(); n != last {
+			last, lastChange = n, time.Now()
 			continue
 		}
 		if time.Since(lastChange) >= idle {
-			cancel(fmt.Errorf("pull of %s made no progress for image_pull_progress_timeout (%s)", named, idle))
+			cancel(fmt.Errorf("pull of %s made no progress for image_pull_progress_timeout (%s): %w", named, idle, context.DeadlineExceeded))
 			return
 		}
 	}
+}
+
+// countingTransport counts the bytes of registry responses as they
+// arrive: containerd's content store only sees them in large blocks.
+type countingTransport struct {
+	base     http.RoundTripper
+	received *atomic.Int64
+}
+
+func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err == nil && resp.Body != nil {
+		resp.Body = &countingBody{ReadCloser: resp.Body, received: t.received}
+	}
+	return resp, err
+}
+
+type countingBody struct {
+	io.ReadCloser
+	received *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.received.Add(int64(n))
+	return n, err
 }
 
 // recordNames gives a pulled image its repo digest and ID names beside the
