@@ -3,6 +3,8 @@ package integration
 import (
 	"encoding/base64"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/mine-runtime/mine/integration/testbed"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -330,5 +333,191 @@ func TestCRIPullTimeouts(t *testing.T) {
 	}
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("pull past its deadline: %s, want DeadlineExceeded", status.Code(err))
+	}
+}
+
+func TestCRISecurityContextAndResources(t *testing.T) {
+	c := newCRI(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "security")
+	pod.Linux.Sysctls = map[string]string{"net.ipv4.ip_unprivileged_port_start": "1000"}
+	podID := c.runPod(t, pod)
+
+	hostDir := t.TempDir()
+	os.WriteFile(filepath.Join(hostDir, "data"), []byte("from the host\n"), 0o644)
+	cfg := containerConfig("locked", "exec sleep 600")
+	cfg.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{
+		RunAsUsername:      "nobody",
+		SupplementalGroups: []int64{1234},
+		ReadonlyRootfs:     true,
+		NoNewPrivs:         true,
+		Capabilities:       &runtimeapi.Capability{DropCapabilities: []string{"ALL"}, AddCapabilities: []string{"NET_BIND_SERVICE"}},
+		Seccomp:            &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault},
+		MaskedPaths:        []string{"/proc/kcore"},
+		ReadonlyPaths:      []string{"/proc/sys"},
+	}
+	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{CpuShares: 512, CpuQuota: 50000, CpuPeriod: 100000, MemoryLimitInBytes: 64 << 20}
+	cfg.Mounts = []*runtimeapi.Mount{{HostPath: hostDir, ContainerPath: "/data", Readonly: true}}
+	cfg.Devices = []*runtimeapi.Device{{HostPath: "/dev/null", ContainerPath: "/dev/mynull", Permissions: "rwm"}}
+	id := c.startContainer(t, podID, pod, cfg)
+
+	status := mustExec(t, c, id, "cat", "/proc/self/status")
+	field := func(name string) string {
+		for _, line := range strings.Split(status, "\n") {
+			if v, ok := strings.CutPrefix(line, name+":"); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+		return ""
+	}
+	// NET_BIND_SERVICE alone is bit 10.
+	checks := map[string]string{"Uid": "65534\t65534\t65534\t65534", "NoNewPrivs": "1", "Seccomp": "2", "CapEff": "0000000000000000", "CapBnd": "0000000000000400"}
+	for name, want := range checks {
+		if got := field(name); got != want {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
+	}
+	if groups := field("Groups"); !strings.Contains(groups, "1234") || !strings.Contains(groups, "65534") {
+		t.Errorf("supplementary groups %q lack 1234 and nobody's group", groups)
+	}
+	if resp, _ := c.execSync(t, id, 10, "touch", "/newfile"); resp == nil || resp.ExitCode == 0 {
+		t.Error("wrote to a read-only root file system")
+	}
+	if out := mustExec(t, c, id, "cat", "/data/data"); out != "from the host\n" {
+		t.Errorf("host mount: %q", out)
+	}
+	if resp, _ := c.execSync(t, id, 10, "sh", "-c", "echo x > /data/x"); resp == nil || resp.ExitCode == 0 {
+		t.Error("wrote to a read-only mount")
+	}
+	if out := mustExec(t, c, id, "sh", "-c", "[ -c /dev/mynull ] && echo device"); out != "device\n" {
+		t.Errorf("device: %q", out)
+	}
+	if out := mustExec(t, c, id, "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"); out != "1000\n" {
+		t.Errorf("pod sysctl: %q", out)
+	}
+	// Resources reach the cgroup.
+	cg := cgroupFile(t, c.pid(t, id), "memory", "memory.limit_in_bytes", "memory.max")
+	if strings.TrimSpace(cg) != strconv.Itoa(64<<20) {
+		t.Errorf("memory limit %q", cg)
+	}
+}
+
+// cgroupFile reads a cgroup file of a process, v1 controller or v2.
+func cgroupFile(t *testing.T, pid int, controller, v1, v2 string) string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			if c == controller {
+				out, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", controller, parts[2], v1))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return string(out)
+			}
+		}
+		if parts[0] == "0" && parts[1] == "" {
+			if out, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", parts[2], v2)); err == nil {
+				return string(out)
+			}
+		}
+	}
+	t.Fatalf("no %s cgroup for %d", controller, pid)
+	return ""
+}
+
+func TestCRIPortMapping(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	c.pullBusybox(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostPort := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	pod := podConfig(t, "ports")
+	pod.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 8080, HostPort: int32(hostPort)}}
+	podID := c.runPod(t, pod)
+	c.startContainer(t, podID, pod, containerConfig("server", "exec nc -ll -p 8080 -e echo hello-from-the-pod"))
+
+	// The bridge's address is the host's own: portmap's DNAT applies.
+	gateway := strings.TrimSuffix(daemon.Network.Subnet, "0/24") + "1"
+	addr := net.JoinHostPort(gateway, strconv.Itoa(hostPort))
+	var reply string
+	waitFor(t, "the pod to answer on its host port", 10*time.Second, func() bool {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return false
+		}
+		defer conn.Close()
+		conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		data, _ := io.ReadAll(conn)
+		reply = string(data)
+		return reply != ""
+	})
+	if reply != "hello-from-the-pod\n" {
+		t.Fatalf("host port %d answered %q", hostPort, reply)
+	}
+	if _, err := c.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := execCommand("iptables", "-w", "-t", "nat", "-S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, "--dport "+strconv.Itoa(hostPort)) {
+		t.Fatalf("the host port's DNAT rule outlived StopPodSandbox:\n%s", out)
+	}
+}
+
+func TestCRIStopUsesTheImageStopSignal(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	img, err := uniqueImage("stopsignal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgFile, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgFile = cfgFile.DeepCopy()
+	cfgFile.Config.StopSignal = "SIGUSR1"
+	img, err = mutate.ConfigFile(img, cfgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := registry().Push("library/stopsignal:1", img); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "stopsignal:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: resp.ImageRef}})
+	})
+	pod := podConfig(t, "stopsignal")
+	podID := c.runPod(t, pod)
+	cfg := containerConfig("main", `trap 'exit 42' USR1; echo ready; while true; do sleep 0.05; done`)
+	cfg.Image = &runtimeapi.ImageSpec{Image: "stopsignal:1"}
+	id := c.startContainer(t, podID, pod, cfg)
+	waitFor(t, "the trap to be set", 10*time.Second, func() bool {
+		data, _ := os.ReadFile(filepath.Join(pod.LogDirectory, "main.log"))
+		return strings.Contains(string(data), "ready")
+	})
+	if _, err := c.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 30}); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.status(t, id); st.ExitCode != 42 {
+		t.Fatalf("exit code %d: the image's stop signal SIGUSR1 should have made it 42", st.ExitCode)
 	}
 }

@@ -75,7 +75,8 @@ func natChainExists(chain string) bool {
 }
 
 // removeHostportChains deletes the rules jumping to portmap's chains, then
-// the chains.
+// the chains. Rules are replayed through the shell, which keeps their
+// quoted comments whole.
 func removeHostportChains() error {
 	out, err := exec.Command("iptables", "-w", "-t", "nat", "-S").Output()
 	if err != nil {
@@ -88,9 +89,9 @@ func removeHostportChains() error {
 		case len(f) == 2 && f[0] == "-N" && strings.HasPrefix(f[1], "CNI-HOSTPORT-"):
 			chains = append(chains, f[1])
 		case len(f) > 2 && f[0] == "-A" && !strings.HasPrefix(f[1], "CNI-") && strings.Contains(line, "-j CNI-HOSTPORT-"):
-			args := append([]string{"-w", "-t", "nat", "-D"}, f[1:]...)
-			if out, err := exec.Command("iptables", args...).CombinedOutput(); err != nil {
-				return fmt.Errorf("iptables %v: %v: %s", args, err, out)
+			rule := "iptables -w -t nat -D" + strings.TrimPrefix(line, "-A")
+			if out, err := exec.Command("sh", "-c", rule).CombinedOutput(); err != nil {
+				return fmt.Errorf("%s: %v: %s", rule, err, out)
 			}
 		}
 	}
