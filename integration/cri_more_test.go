@@ -521,3 +521,68 @@ func TestCRIStopUsesTheImageStopSignal(t *testing.T) {
 		t.Fatalf("exit code %d: the image's stop signal SIGUSR1 should have made it 42", st.ExitCode)
 	}
 }
+
+// TestCRIPauseImageMode runs a daemon configured with sandbox_image: pods
+// then get a classic pause container, pulled on first use.
+func TestCRIPauseImageMode(t *testing.T) {
+	img, err := uniqueImage("pause")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgFile, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgFile = cfgFile.DeepCopy()
+	cfgFile.Config.Cmd = []string{"sleep", "2147483647"}
+	if img, err = mutate.ConfigFile(img, cfgFile); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := registry().Push("library/pause:3", img); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "mine-pause-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := testbed.NewDaemon(dir, binDir, `
+[plugins."io.containerd.grpc.v1.mine"]
+  sandbox_image = "pause:3"
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RouteRegistry("docker.io", registry().Host); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Teardown(); err != nil {
+			t.Errorf("teardown: %v (log in %s)", err, d.Log)
+		} else {
+			os.RemoveAll(dir)
+		}
+	})
+
+	saved := daemon
+	daemon = d // the CRI helpers talk to the package's daemon
+	t.Cleanup(func() { daemon = saved })
+	c := newCRI(t)
+	ctx := testContext(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "paused")
+	pod.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+	podID := c.runPod(t, pod)
+	cfg := containerConfig("main", "exec sleep 600")
+	cfg.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD}}
+	id := c.startContainer(t, podID, pod, cfg)
+	if out := mustExec(t, c, id, "ps", "-o", "pid,args"); !strings.Contains(out, "1 sleep 2147483647") {
+		t.Fatalf("the pause container is not the pod's PID 1:\n%s", out)
+	}
+	st, err := c.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "pause:3"}})
+	if err != nil || st.Image == nil {
+		t.Fatalf("the pause image was not pulled: %v, %v", st, err)
+	}
+}

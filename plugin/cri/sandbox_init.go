@@ -27,26 +27,13 @@ func sharesPIDNamespace(cfg *runtimeapi.PodSandboxConfig) bool {
 	return cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() == runtimeapi.NamespaceMode_POD
 }
 
-// sandboxSpec is the OCI spec of the pod's record in containerd. For a pod
-// sharing a PID namespace it runs the shim binary as the pod's init from an
-// empty, read-only root (package extension); otherwise nothing runs it.
-func (s *Service) sandboxSpec(ctx context.Context, m *sandboxMeta, cfg *runtimeapi.PodSandboxConfig, rt config.Runtime) (*oci.Spec, error) {
-	if !sharesPIDNamespace(cfg) {
-		return &oci.Spec{Version: specs.Version}, nil
-	}
-	bin, err := exec.LookPath(shimBinary)
-	if err != nil {
-		return nil, fmt.Errorf("the pod init is the shim binary: %w", err)
-	}
-	root := filepath.Join(s.sandboxState(m.ID), "init-root")
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return nil, err
-	}
-	opts := []oci.SpecOpts{
-		oci.WithRootFSPath(root),
-		oci.WithRootFSReadonly(),
-		oci.WithProcessArgs("/pod-init", extension.PodInitAction),
-		oci.WithMounts([]specs.Mount{{Destination: "/pod-init", Type: "bind", Source: bin, Options: []string{"rbind", "ro"}}}),
+// sandboxRecord returns how the pod's record in containerd is made, and
+// whether it runs a process. By default nothing runs, unless the pod
+// shares one PID namespace: then the shim binary is its init, from an
+// empty, read-only root (package extension). With sandbox_image set, a
+// classic pause container of that image runs in every pod.
+func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtimeapi.PodSandboxConfig, rt config.Runtime) ([]containerd.NewContainerOpts, bool, error) {
+	common := []oci.SpecOpts{
 		oci.WithCapabilities(nil),
 		oci.WithNoNewPrivileges,
 		oci.WithCgroup(cgroupsPath(cfg.GetLinux().GetCgroupParent(), m.ID, rt.Options.SystemdCgroup)),
@@ -61,12 +48,64 @@ func (s *Service) sandboxSpec(ctx context.Context, m *sandboxMeta, cfg *runtimea
 		specs.UTSNamespace:     m.Namespaces.UTS,
 	} {
 		if path == "" {
-			opts = append(opts, oci.WithHostNamespace(typ))
+			common = append(common, oci.WithHostNamespace(typ))
 		} else {
-			opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: typ, Path: path}))
+			common = append(common, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: typ, Path: path}))
 		}
 	}
-	return oci.GenerateSpec(ctx, nil, &containers.Container{ID: m.ID}, opts...)
+
+	if ref := s.config.SandboxImage; ref != "" {
+		image, err := s.sandboxImage(ctx, ref)
+		if err != nil {
+			return nil, false, err
+		}
+		return []containerd.NewContainerOpts{
+			containerd.WithSnapshotter(s.config.Snapshotter),
+			containerd.WithNewSnapshot(m.ID, image),
+			containerd.WithNewSpec(append([]oci.SpecOpts{oci.WithImageConfig(image), oci.WithRootFSReadonly()}, common...)...),
+		}, true, nil
+	}
+	if !sharesPIDNamespace(cfg) {
+		return []containerd.NewContainerOpts{containerd.WithSpec(&oci.Spec{Version: specs.Version})}, false, nil
+	}
+	bin, err := exec.LookPath(shimBinary)
+	if err != nil {
+		return nil, false, fmt.Errorf("the pod init is the shim binary: %w", err)
+	}
+	root := filepath.Join(s.sandboxState(m.ID), "init-root")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, false, err
+	}
+	spec, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: m.ID}, append([]oci.SpecOpts{
+		oci.WithRootFSPath(root),
+		oci.WithRootFSReadonly(),
+		oci.WithProcessArgs("/pod-init", extension.PodInitAction),
+		oci.WithMounts([]specs.Mount{{Destination: "/pod-init", Type: "bind", Source: bin, Options: []string{"rbind", "ro"}}}),
+	}, common...)...)
+	if err != nil {
+		return nil, false, err
+	}
+	return []containerd.NewContainerOpts{containerd.WithSpec(spec)}, true, nil
+}
+
+// sandboxImage is the pause image, pulled if it is not there yet: only a
+// node configured with sandbox_image ever pulls one.
+func (s *Service) sandboxImage(ctx context.Context, ref string) (containerd.Image, error) {
+	ci, err := s.images.find(ctx, ref)
+	if errdefs.IsNotFound(err) {
+		named, nerr := normalize(ref)
+		if nerr != nil {
+			return nil, nerr
+		}
+		if _, err = s.images.pull(ctx, named, nil); err != nil {
+			return nil, fmt.Errorf("sandbox_image: %w", err)
+		}
+		ci, err = s.images.find(ctx, ref)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return containerd.NewImage(s.client, ci.record), nil
 }
 
 // podPIDNamespace is the PID namespace of a pod's init, "" for a pod

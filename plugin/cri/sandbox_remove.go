@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 
+	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -31,7 +32,7 @@ func (s *Service) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodS
 	defer unlock()
 	c, m, err := s.loadSandbox(ctx, id)
 	if err == nil {
-		if err := c.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			return nil, toStatus(err)
 		}
 		s.names.release(kindSandbox, m.Name, id)

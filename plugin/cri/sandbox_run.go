@@ -40,9 +40,6 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandbox
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if s.config.SandboxImage != "" {
-		return nil, toStatus(errdefs.ErrNotImplemented.WithMessage("sandbox_image (pause container pods) is not supported yet; leave it empty"))
-	}
 	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 
 	name := sandboxName(md)
@@ -129,21 +126,20 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandbox
 		CreatedAt:      nowNano(),
 		Ready:          true,
 	}
-	spec, err := s.sandboxSpec(ctx, meta, cfg, rt)
+	recordOpts, runs, err := s.sandboxRecord(ctx, meta, cfg, rt)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	record, err := s.client.NewContainer(cleanupCtx, id,
+	recordOpts = append(recordOpts,
 		containerd.WithRuntime(rt.RuntimeType, runcOptions(rt)),
-		containerd.WithSpec(spec),
 		containerd.WithContainerLabels(map[string]string{labelKind: kindSandbox}),
-		containerd.NewContainerOpts(withMeta(meta)),
-	)
+		containerd.NewContainerOpts(withMeta(meta)))
+	record, err := s.client.NewContainer(cleanupCtx, id, recordOpts...)
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("record pod sandbox: %w", err))
 	}
-	undo = append(undo, func() { record.Delete(cleanupCtx) })
-	if sharesPIDNamespace(cfg) {
+	undo = append(undo, func() { record.Delete(cleanupCtx, containerd.WithSnapshotCleanup) })
+	if runs {
 		task, err := record.NewTask(ctx, cio.NullIO)
 		if err != nil {
 			return nil, toStatus(fmt.Errorf("pod init: %w", err))
