@@ -582,7 +582,7 @@ func TestCRIPauseImageMode(t *testing.T) {
 		t.Fatalf("the pause container is not the pod's PID 1:\n%s", out)
 	}
 	st, err := c.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "pause:3"}})
-	if err != nil || st.Image == nil {
-		t.Fatalf("the pause image was not pulled: %v, %v", st, err)
+	if err != nil || st.Image == nil || !st.Image.Pinned {
+		t.Fatalf("the pause image was not pulled and pinned: %v, %v", st, err)
 	}
 }

@@ -15,7 +15,8 @@ import (
 // with a snapshot of its image and the OCI spec built from the image and
 // the CRI config. Nothing runs until StartContainer.
 func (s *Service) CreateContainer(ctx context.Context, r *runtimeapi.CreateContainerRequest) (_ *runtimeapi.CreateContainerResponse, retErr error) {
-	ctx = s.nsContext(ctx)
+	// As with RunPodSandbox, a retry finds what the first attempt made.
+	ctx = context.WithoutCancel(s.nsContext(ctx))
 	cfg := r.GetConfig()
 	if cfg.GetMetadata().GetName() == "" {
 		return nil, toStatus(invalid("container config needs metadata with a name"))
@@ -84,7 +85,7 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtimeapi.CreateConta
 	}
 	// The snapshot goes before the spec: resolving a user name reads the
 	// image's /etc/passwd from it.
-	_, err = s.client.NewContainer(context.WithoutCancel(ctx), id,
+	_, err = s.client.NewContainer(ctx, id,
 		containerd.WithSnapshotter(s.config.Snapshotter),
 		containerd.WithNewSnapshot(id, image),
 		containerd.WithRuntime(rt.RuntimeType, runcOptions(rt)),
@@ -94,7 +95,7 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtimeapi.CreateConta
 		containerd.NewContainerOpts(withMeta(meta)),
 	)
 	if err != nil {
-		if rerr := s.client.SnapshotService(s.config.Snapshotter).Remove(context.WithoutCancel(ctx), id); rerr != nil && !errdefs.IsNotFound(rerr) {
+		if rerr := s.client.SnapshotService(s.config.Snapshotter).Remove(ctx, id); rerr != nil && !errdefs.IsNotFound(rerr) {
 			err = fmt.Errorf("%w (and removing its snapshot: %v)", err, rerr)
 		}
 		return nil, toStatus(fmt.Errorf("create container: %w", err))

@@ -101,6 +101,18 @@ func (s *Service) sandboxImage(ctx context.Context, ref string) (containerd.Imag
 			return nil, fmt.Errorf("sandbox_image: %w", err)
 		}
 		ci, err = s.images.find(ctx, ref)
+		if err == nil {
+			// kubelet's image garbage collection leaves pinned images alone.
+			rec := ci.record
+			rec.Labels = map[string]string{pinnedLabel: "pinned"}
+			for k, v := range ci.record.Labels {
+				rec.Labels[k] = v
+			}
+			if _, err := s.client.ImageService().Update(ctx, rec, "labels."+pinnedLabel); err != nil {
+				return nil, err
+			}
+			ci.record = rec
+		}
 	}
 	if err != nil {
 		return nil, err

@@ -30,7 +30,9 @@ const podShmSize = 64 << 20
 // or image; its network through CNI; its /etc/hosts, /etc/resolv.conf,
 // /etc/hostname and /dev/shm. Containers join all of it when they start.
 func (s *Service) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxRequest) (_ *runtimeapi.RunPodSandboxResponse, retErr error) {
-	ctx = s.nsContext(ctx)
+	// A client that gives up does not stop the pod being made: its retry
+	// is then handed the pod, rather than finding half of one.
+	ctx = context.WithoutCancel(s.nsContext(ctx))
 	cfg := r.GetConfig()
 	md := cfg.GetMetadata()
 	if md == nil || md.Name == "" || md.Namespace == "" || md.Uid == "" {
@@ -55,8 +57,7 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandbox
 	created := false
 	defer func() { s.names.finish(kindSandbox, name, created) }()
 
-	// Clean-up of a failed attempt must not be cut short by the client.
-	cleanupCtx := context.WithoutCancel(ctx)
+	cleanupCtx := ctx
 	var undo []func()
 	defer func() {
 		if retErr != nil {

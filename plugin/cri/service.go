@@ -77,7 +77,9 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		return nil, fmt.Errorf("recover CRI state from containerd: %w", err)
 	}
 	go s.watchExits(context.WithoutCancel(ctx))
-	log.G(ctx).WithField("oom_score_adj_floor", s.minOOMScoreAdj).Debug("CRI service ready")
+	if s.minOOMScoreAdj > -1000 {
+		log.G(ctx).WithField("floor", s.minOOMScoreAdj).Info("containers' oom_score_adj is clamped: the daemon may not lower scores (restrict_oom_score_adj, or no CAP_SYS_RESOURCE)")
+	}
 	return s, nil
 }
 
