@@ -27,18 +27,11 @@ func (s *Service) ExecSync(ctx context.Context, r *runtimeapi.ExecSyncRequest) (
 	if len(r.GetCmd()) == 0 {
 		return nil, toStatus(invalid("exec needs a command"))
 	}
-	id, err := s.names.resolve(kindContainer, r.GetContainerId())
+	c, task, err := s.runningTask(ctx, r.GetContainerId())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	c, err := s.client.LoadContainer(ctx, id)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	task, err := c.Task(ctx, nil)
-	if err != nil {
-		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("container " + id + " is not running"))
-	}
+	id := c.ID()
 	spec, err := c.Spec(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -103,4 +96,21 @@ func (b *cappedBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]byte(nil), b.buf.Bytes()...)
+}
+
+// runningTask finds a container by ID or prefix, and its running task.
+func (s *Service) runningTask(ctx context.Context, idOrPrefix string) (containerd.Container, containerd.Task, error) {
+	id, err := s.names.resolve(kindContainer, idOrPrefix)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := s.client.LoadContainer(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		return nil, nil, errdefs.ErrFailedPrecondition.WithMessage("container " + id + " is not running")
+	}
+	return c, task, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/mine-runtime/mine/extension"
@@ -14,17 +13,9 @@ import (
 // kubelet rotated it (package extension).
 func (s *Service) ReopenContainerLog(ctx context.Context, r *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
 	ctx = s.nsContext(ctx)
-	id, err := s.names.resolve(kindContainer, r.GetContainerId())
+	_, task, err := s.runningTask(ctx, r.GetContainerId())
 	if err != nil {
 		return nil, toStatus(err)
-	}
-	c, err := s.client.LoadContainer(ctx, id)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	task, err := c.Task(ctx, nil)
-	if err != nil {
-		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("container " + id + " is not running"))
 	}
 	if err := task.Update(ctx, containerd.WithAnnotations(map[string]string{extension.ReopenLogAnnotation: "true"})); err != nil {
 		return nil, toStatus(err)

@@ -42,17 +42,7 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 			annotationContainerType: "sandbox",
 		}),
 	}
-	for typ, path := range map[specs.LinuxNamespaceType]string{
-		specs.NetworkNamespace: m.Namespaces.Net,
-		specs.IPCNamespace:     m.Namespaces.IPC,
-		specs.UTSNamespace:     m.Namespaces.UTS,
-	} {
-		if path == "" {
-			common = append(common, oci.WithHostNamespace(typ))
-		} else {
-			common = append(common, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: typ, Path: path}))
-		}
-	}
+	common = append(common, withPodNamespaces(m.Namespaces)...)
 
 	if ref := s.config.SandboxImage; ref != "" {
 		image, err := s.sandboxImage(ctx, ref)

@@ -16,6 +16,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/mine-runtime/mine/plugin/podns"
 )
 
 // Annotations every container's OCI spec carries. The sandbox ID is also
@@ -61,18 +63,7 @@ func (s *Service) specOpts(ctx context.Context, id string, cfg *runtimeapi.Conta
 	}
 	opts = append(opts, oci.WithoutMounts("/dev/shm"), oci.WithMounts(mounts))
 
-	// The pod's namespaces, pinned by RunPodSandbox.
-	for typ, path := range map[specs.LinuxNamespaceType]string{
-		specs.NetworkNamespace: sb.Namespaces.Net,
-		specs.IPCNamespace:     sb.Namespaces.IPC,
-		specs.UTSNamespace:     sb.Namespaces.UTS,
-	} {
-		if path == "" {
-			opts = append(opts, oci.WithHostNamespace(typ))
-		} else {
-			opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: typ, Path: path}))
-		}
-	}
+	opts = append(opts, withPodNamespaces(sb.Namespaces)...)
 	switch sc.GetNamespaceOptions().GetPid() {
 	case runtimeapi.NamespaceMode_POD:
 		pidns, err := s.podPIDNamespace(ctx, sb.ID)
@@ -122,6 +113,24 @@ func (s *Service) specOpts(ctx context.Context, id string, cfg *runtimeapi.Conta
 	}
 	opts = append(opts, oci.WithAnnotations(annotations))
 	return opts, nil
+}
+
+// withPodNamespaces joins the pod's namespaces, pinned by RunPodSandbox,
+// or the host's where the pod has none of its own.
+func withPodNamespaces(paths podns.Paths) []oci.SpecOpts {
+	var opts []oci.SpecOpts
+	for typ, path := range map[specs.LinuxNamespaceType]string{
+		specs.NetworkNamespace: paths.Net,
+		specs.IPCNamespace:     paths.IPC,
+		specs.UTSNamespace:     paths.UTS,
+	} {
+		if path == "" {
+			opts = append(opts, oci.WithHostNamespace(typ))
+		} else {
+			opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: typ, Path: path}))
+		}
+	}
+	return opts
 }
 
 // withProcessArgs follows the CRI's rules: command replaces the image's
