@@ -222,10 +222,11 @@ func TestCRIReopenContainerLog(t *testing.T) {
 	}
 }
 
-// TestCRIRestartRecovery restarts the daemon under running pods: the same
-// pods and containers come back in the same states, running containers
-// never stop, logs keep flowing while containerd is down, an exit that
-// happened meanwhile is reported with its code, and exec works after.
+// TestCRIRestartRecovery kills the daemon under running pods and starts it
+// again: the same pods and containers come back in the same states,
+// running containers never stop, logs keep flowing while containerd is
+// down, an exit that happened meanwhile is reported with its code, and
+// exec works after.
 func TestCRIRestartRecovery(t *testing.T) {
 	c := newCRI(t)
 	ctx := testContext(t)
@@ -241,7 +242,7 @@ func TestCRIRestartRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := daemon.Stop(); err != nil {
+	if err := daemon.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	size := func() int64 { fi, _ := os.Stat(logPath); return fi.Size() }
