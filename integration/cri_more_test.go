@@ -62,6 +62,12 @@ func TestCRIBadRequests(t *testing.T) {
 	check("removing an unknown pod", err, codes.OK)
 	_, err = c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{}})
 	check("pull without an image", err, codes.InvalidArgument)
+	if _, err := os.Stat("/sys/module/apparmor/parameters/enabled"); os.IsNotExist(err) {
+		aa := containerConfig("aa", "true")
+		aa.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "my-profile"}}
+		_, err = c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: aa})
+		check("an AppArmor profile on a kernel without AppArmor", err, codes.FailedPrecondition)
+	}
 	_, err = c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "bad//ref"}})
 	check("pull of a malformed reference", err, codes.InvalidArgument)
 	_, err = c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "no-such-image:1"}})

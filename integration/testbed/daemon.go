@@ -111,11 +111,17 @@ func (d *Daemon) Start(ctx context.Context) error {
 			return fmt.Errorf("containerd did not serve %s: %w", d.Address, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
+		if _, err := os.Stat(d.Address); err != nil {
+			continue
+		}
 		c, err := containerd.New(d.Address, containerd.WithTimeout(time.Second))
 		if err != nil {
 			continue
 		}
-		serving, err := c.IsServing(ctx)
+		// Each attempt is short: a daemon that died must be noticed.
+		attempt, cancelAttempt := context.WithTimeout(ctx, 500*time.Millisecond)
+		serving, err := c.IsServing(attempt)
+		cancelAttempt()
 		c.Close()
 		if err == nil && serving {
 			return nil

@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	cgroupsv1 "github.com/containerd/cgroups/v3/cgroup1/stats"
@@ -13,10 +12,6 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
 )
-
-// oomKilled remembers containers the OOM killer acted in until their exit
-// is recorded, which gives it the reason OOMKilled.
-var oomKilled sync.Map
 
 // watchExits records containers' exits as containerd reports them.
 func (s *Service) watchExits(ctx context.Context) {
@@ -32,7 +27,7 @@ func (s *Service) watchExits(ctx context.Context) {
 				}
 				switch ev := v.(type) {
 				case *eventstypes.TaskOOM:
-					oomKilled.Store(ev.ContainerID, true)
+					s.oomKilled.Store(ev.ContainerID, true)
 				case *eventstypes.TaskExit:
 					if ev.ID != ev.ContainerID {
 						continue // an exec's exit
@@ -89,7 +84,7 @@ func (s *Service) reap(ctx context.Context, c containerd.Container) error {
 		// The cgroup still counts OOM kills until the task is deleted: it
 		// settles the reason even before the TaskOOM event is handled.
 		if st.ExitStatus != 0 && oomKilledByCgroup(ctx, task) {
-			oomKilled.Store(c.ID(), true)
+			s.oomKilled.Store(c.ID(), true)
 		}
 		exit, err := task.Delete(ctx)
 		if err != nil && !errdefs.IsNotFound(err) {
@@ -105,7 +100,7 @@ func (s *Service) reap(ctx context.Context, c containerd.Container) error {
 	case !errdefs.IsNotFound(err):
 		return err
 	}
-	if _, oom := oomKilled.LoadAndDelete(c.ID()); oom {
+	if _, oom := s.oomKilled.LoadAndDelete(c.ID()); oom {
 		reason = "OOMKilled"
 	}
 	_, err = s.updateContainerMeta(ctx, c, func(m *containerMeta) {

@@ -13,12 +13,13 @@ type keyLock struct {
 	users int
 }
 
-var objectLocks = keyedMutex{locks: map[string]*keyLock{}}
-
 // lock takes the lock of an object by ID and returns its release.
 func (s *Service) lock(id string) func() {
-	k := &objectLocks
+	k := &s.locks
 	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = map[string]*keyLock{}
+	}
 	l := k.locks[id]
 	if l == nil {
 		l = &keyLock{}

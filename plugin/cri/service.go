@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/log"
@@ -48,8 +49,13 @@ type Service struct {
 	names   *nameIndex
 	images  *imageService
 	network *network
-	// restrictOOM clamps oom_score_adj to what the daemon may set.
+	// minOOMScoreAdj is the lowest oom_score_adj a container gets.
 	minOOMScoreAdj int
+
+	locks keyedMutex
+	// oomKilled remembers containers the OOM killer acted in until their
+	// exit is recorded, which then gets the reason OOMKilled.
+	oomKilled sync.Map
 }
 
 // New builds the service and recovers its state from containerd.

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/contrib/apparmor"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -258,6 +259,16 @@ func (s *Service) securityOpts(sc *runtimeapi.LinuxContainerSecurityContext, img
 		if sc.GetReadonlyPaths() != nil {
 			opts = append(opts, oci.WithReadonlyPaths(sc.GetReadonlyPaths()))
 		}
+		switch p := sc.GetApparmor(); p.GetProfileType() {
+		case runtimeapi.SecurityProfile_RuntimeDefault:
+			// Where the kernel has no AppArmor, the default is unconfined,
+			// as with containerd's CRI.
+			if apparmorEnabled() {
+				opts = append(opts, apparmor.WithDefaultProfile(defaultAppArmorProfile))
+			}
+		case runtimeapi.SecurityProfile_Localhost:
+			opts = append(opts, withLocalAppArmorProfile(p.GetLocalhostRef()))
+		}
 		switch p := sc.GetSeccomp(); p.GetProfileType() {
 		case runtimeapi.SecurityProfile_RuntimeDefault:
 			opts = append(opts, seccomp.WithDefaultProfile())
@@ -272,6 +283,25 @@ func (s *Service) securityOpts(sc *runtimeapi.LinuxContainerSecurityContext, img
 		opts = append(opts, oci.WithNoNewPrivileges)
 	}
 	return opts
+}
+
+// defaultAppArmorProfile is loaded, once, for RuntimeDefault.
+const defaultAppArmorProfile = "mine-default"
+
+func apparmorEnabled() bool {
+	data, err := os.ReadFile("/sys/module/apparmor/parameters/enabled")
+	return err == nil && strings.TrimSpace(string(data)) == "Y"
+}
+
+// withLocalAppArmorProfile applies a profile loaded on the node; asking for
+// one where the kernel has no AppArmor is an error, not a silent no-op.
+func withLocalAppArmorProfile(name string) oci.SpecOpts {
+	return func(ctx context.Context, client oci.Client, c *containers.Container, sp *oci.Spec) error {
+		if !apparmorEnabled() {
+			return errdefs.ErrFailedPrecondition.WithMessage("AppArmor profile " + name + " requested, but this host's kernel has no AppArmor")
+		}
+		return apparmor.WithProfile(strings.TrimPrefix(name, "localhost/"))(ctx, client, c, sp)
+	}
 }
 
 // withCapabilities adds and drops capabilities over the default set;
