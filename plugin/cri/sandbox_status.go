@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"encoding/json"
+	"os"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -30,7 +31,7 @@ func (s *Service) PodSandboxStatus(ctx context.Context, r *runtimeapi.PodSandbox
 			Options: m.config.GetLinux().GetSecurityContext().GetNamespaceOptions(),
 		}},
 	}
-	if len(m.IPs) > 0 && m.Ready {
+	if len(m.IPs) > 0 && st.State == runtimeapi.PodSandboxState_SANDBOX_READY {
 		st.Network = &runtimeapi.PodSandboxNetworkStatus{Ip: m.IPs[0]}
 		for _, ip := range m.IPs[1:] {
 			st.Network.AdditionalIps = append(st.Network.AdditionalIps, &runtimeapi.PodIP{Ip: ip})
@@ -49,9 +50,20 @@ func (s *Service) PodSandboxStatus(ctx context.Context, r *runtimeapi.PodSandbox
 	return resp, nil
 }
 
+// sandboxState is READY while the pod's namespaces are there: after a
+// reboot they are not, whatever was recorded, and kubelet must make the
+// pod again.
 func sandboxState(m *sandboxMeta) runtimeapi.PodSandboxState {
-	if m.Ready {
-		return runtimeapi.PodSandboxState_SANDBOX_READY
+	if !m.Ready {
+		return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
 	}
-	return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+	for _, p := range []string{m.Namespaces.Net, m.Namespaces.IPC, m.Namespaces.UTS} {
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(p); err != nil {
+			return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+		}
+	}
+	return runtimeapi.PodSandboxState_SANDBOX_READY
 }
