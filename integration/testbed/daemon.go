@@ -26,6 +26,7 @@ type Daemon struct {
 	Config  string // path of config.toml
 	Log     string // the daemon's output
 	Network *cniNetwork
+	cgroups cgroupSnapshot
 	cmd     *exec.Cmd
 	exited  chan struct{}
 }
@@ -76,6 +77,7 @@ imports = []
 	if err := os.WriteFile(d.Config, []byte(cfg+extraConfig), 0o600); err != nil {
 		return nil, err
 	}
+	d.cgroups = takeCgroupSnapshot()
 	d.Network = newCNINetwork(dir)
 	if err := d.Network.writeConfig(filepath.Join(dir, "cni/net.d")); err != nil {
 		return nil, err
@@ -264,6 +266,9 @@ func (d *Daemon) Teardown() error {
 		if err := d.Network.remove(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := d.cgroups.removeNew(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
