@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
-	"strings"
 )
 
 // cgroupRoot is where the cgroup hierarchies are mounted.
