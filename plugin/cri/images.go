@@ -230,27 +230,33 @@ type criImage struct {
 	record  images.Image
 }
 
-// list groups containerd's image records by image ID.
+// list returns every image.
 func (is *imageService) list(ctx context.Context) ([]*criImage, error) {
 	recs, err := is.client.ImageService().List(ctx)
 	if err != nil {
 		return nil, err
 	}
-	byID := map[string]*criImage{}
-	var order []string
+	return is.group(ctx, recs), nil
+}
+
+// group gathers image records by what they point to: the names of one
+// pulled image. The ID comes from the record named by it, which pulls
+// through the CRI make, so listing reads no content; only images pulled
+// otherwise (with ctr, say) have their config read.
+func (is *imageService) group(ctx context.Context, recs []images.Image) []*criImage {
+	byTarget := map[string]*criImage{}
+	var order []*criImage
 	for _, rec := range recs {
-		id, err := containerd.NewImage(is.client, rec).Config(ctx)
-		if err != nil {
-			continue // not an image we can run, or content gone
-		}
-		ci := byID[id.Digest.String()]
+		key := rec.Target.Digest.String()
+		ci := byTarget[key]
 		if ci == nil {
-			ci = &criImage{id: id.Digest.String(), target: rec.Target, record: rec}
-			byID[ci.id] = ci
-			order = append(order, ci.id)
+			ci = &criImage{target: rec.Target, record: rec}
+			byTarget[key] = ci
+			order = append(order, ci)
 		}
 		switch {
-		case rec.Name == ci.id:
+		case isImageID(rec.Name):
+			ci.id = rec.Name
 		case strings.Contains(rec.Name, "@"):
 			ci.digests = append(ci.digests, rec.Name)
 		default:
@@ -258,38 +264,80 @@ func (is *imageService) list(ctx context.Context) ([]*criImage, error) {
 			ci.record = rec
 		}
 	}
-	out := make([]*criImage, 0, len(order))
-	for _, id := range order {
-		out = append(out, byID[id])
+	out := order[:0]
+	for _, ci := range order {
+		if ci.id == "" {
+			cfg, err := containerd.NewImage(is.client, ci.record).Config(ctx)
+			if err != nil {
+				continue // not an image we can run, or its content is gone
+			}
+			ci.id = cfg.Digest.String()
+		}
+		out = append(out, ci)
 	}
-	return out, nil
+	return out
 }
 
-// find returns the image a reference (tag, digest or ID, full or short)
-// names, or NotFound.
+func isImageID(name string) bool {
+	return strings.HasPrefix(name, "sha256:") && len(name) == len("sha256:")+64
+}
+
+// find returns the image a reference names (a tag, a digest, or an ID,
+// full or an unambiguous prefix of at least 12 characters), or NotFound.
 func (is *imageService) find(ctx context.Context, ref string) (*criImage, error) {
 	if ref == "" {
 		return nil, errdefs.ErrInvalidArgument.WithMessage("image reference must not be empty")
 	}
-	all, err := is.list(ctx)
-	if err != nil {
-		return nil, err
-	}
-	want := ref
+	store := is.client.ImageService()
+	candidates := []string{ref, "sha256:" + ref}
 	if named, err := reference.ParseDockerRef(ref); err == nil {
-		want = named.String()
+		candidates = append([]string{named.String()}, candidates...)
 	}
-	for _, ci := range all {
-		if ci.id == ref || ci.id == "sha256:"+ref || strings.HasPrefix(ci.id, "sha256:"+ref) && len(ref) >= 12 {
-			return ci, nil
+	for _, name := range candidates {
+		rec, err := store.Get(ctx, name)
+		if errdefs.IsNotFound(err) {
+			continue
 		}
-		for _, n := range append(append([]string{}, ci.tags...), ci.digests...) {
-			if n == want || n == ref {
-				return ci, nil
+		if err != nil {
+			return nil, err
+		}
+		siblings, err := store.List(ctx, fmt.Sprintf("target.digest==%s", rec.Target.Digest))
+		if err != nil {
+			return nil, err
+		}
+		if found := is.group(ctx, siblings); len(found) > 0 {
+			return found[0], nil
+		}
+	}
+	// A short ID: rare enough to look through every image for.
+	if prefix := strings.TrimPrefix(ref, "sha256:"); len(prefix) >= 12 && isHex(prefix) {
+		all, err := is.list(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var match *criImage
+		for _, ci := range all {
+			if strings.HasPrefix(ci.id, "sha256:"+prefix) {
+				if match != nil {
+					return nil, errdefs.ErrInvalidArgument.WithMessage("image ID prefix " + prefix + " matches more than one image")
+				}
+				match = ci
 			}
+		}
+		if match != nil {
+			return match, nil
 		}
 	}
 	return nil, errdefs.ErrNotFound.WithMessage("image " + ref + " not found")
+}
+
+func isHex(s string) bool {
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // toCRI describes an image for ListImages and ImageStatus.
