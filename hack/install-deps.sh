@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, idempotently, everything the tests and the demo need on a fresh
 # Debian machine: runc (built with seccomp), the CNI plugins, busybox-static,
-# and stock containerd v2.4.2 binaries (ctr, and the runc shim we compare with).
+# crictl, and stock containerd v2.4.2 binaries (ctr, and the runc shim we
+# compare with).
 # Everything goes to $PREFIX (default /usr/local) and /opt/cni/bin.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ PREFIX=${PREFIX:-/usr/local}
 RUNC_VERSION=${RUNC_VERSION:-v1.5.2}
 CNI_VERSION=${CNI_VERSION:-v1.9.1}
 CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
+CRI_TOOLS_VERSION=${CRI_TOOLS_VERSION:-v1.37.0}
 CNI_BIN_DIR=${CNI_BIN_DIR:-/opt/cni/bin}
 export GOBIN="$PREFIX/bin"
 export GOFLAGS=-buildvcs=false
@@ -50,5 +52,10 @@ fi
 if [ ! -x "$GOBIN/containerd-shim-runc-v2" ]; then
 	log "building containerd-shim-runc-v2 $CONTAINERD_VERSION"
 	go install "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
+fi
+if ! "$GOBIN/crictl" --version 2>/dev/null | grep -q "${CRI_TOOLS_VERSION}"; then
+	log "building crictl $CRI_TOOLS_VERSION"
+	go install -ldflags "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRI_TOOLS_VERSION" \
+		"sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION"
 fi
 log "ok"
