@@ -10,7 +10,7 @@ LDFLAGS := -X $(VERSION_PKG).Version=$(CONTAINERD_VERSION) -X $(VERSION_PKG).Rev
 # no_cri leaves containerd's own CRI plugin out: ours serves the CRI.
 DAEMON_TAGS := no_cri
 
-.PHONY: all binaries deps test unit integration demo bench clean FORCE
+.PHONY: all binaries deps test unit integration demo bench critest clean FORCE
 
 all: binaries
 
@@ -41,6 +41,12 @@ integration: deps binaries
 
 demo: deps binaries
 	$(GO) run ./integration/cmd/demo -bin bin
+
+# cri-tools' conformance suite against the daemon, with every image it
+# pulls built locally. Budget: 30 minutes (critest's own timeout is 25).
+critest: deps binaries
+	hack/install-critest.sh
+	$(GO) run ./integration/cmd/critest -bin bin
 
 # Benchmarks, beside stock containerd v2.4.2's components in the same run.
 # Budget: about a minute.

@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
+	"sort"
 	"strings"
 	"time"
 
@@ -85,4 +87,62 @@ func BusyboxImage() (v1.Image, error) {
 	cfg.Config.Cmd = []string{"sh"}
 	cfg.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	return mutate.ConfigFile(img, cfg)
+}
+
+// WithConfig returns img with its config changed by change.
+func WithConfig(img v1.Image, change func(*v1.Config)) (v1.Image, error) {
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.DeepCopy()
+	change(&cfg.Config)
+	return mutate.ConfigFile(img, cfg)
+}
+
+// WithFiles returns img with a layer holding the given files (path to
+// content; directories are made as needed; content starting with #! is
+// made executable).
+func WithFiles(img v1.Image, files map[string]string) (v1.Image, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	dirs := map[string]bool{}
+	paths := make([]string, 0, len(files))
+	for p := range files {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		for d := path.Dir(p); d != "." && d != "/" && !dirs[d]; d = path.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	dirList := make([]string, 0, len(dirs))
+	for d := range dirs {
+		dirList = append(dirList, d)
+	}
+	sort.Strings(dirList)
+	for _, d := range dirList {
+		_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: time.Unix(0, 0)})
+	}
+	for _, p := range paths {
+		data := []byte(files[p])
+		mode := int64(0o644)
+		if bytes.HasPrefix(data, []byte("#!")) {
+			mode = 0o755 // a script
+		}
+		_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: p, Mode: mode, Size: int64(len(data)), ModTime: time.Unix(0, 0)})
+		_, _ = tw.Write(data)
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	data := buf.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	}, tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		return nil, err
+	}
+	return mutate.AppendLayers(img, layer)
 }

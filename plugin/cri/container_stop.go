@@ -12,15 +12,18 @@ import (
 )
 
 // StopContainer sends the image's stop signal (SIGTERM by default), and
-// SIGKILL once the timeout has passed. Stopping a stopped container does
-// nothing.
+// SIGKILL once the timeout has passed. Stopping a stopped or unknown
+// container does nothing.
 func (s *Service) StopContainer(ctx context.Context, r *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
 	ctx = s.nsContext(ctx)
 	id, err := s.names.resolve(kindContainer, r.GetContainerId())
+	if errdefs.IsNotFound(err) {
+		return &runtimeapi.StopContainerResponse{}, nil // idempotent, as the CRI wants
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if err := s.stopContainer(ctx, id, time.Duration(r.GetTimeout())*time.Second); err != nil {
+	if err := s.stopContainer(ctx, id, time.Duration(r.GetTimeout())*time.Second); err != nil && !errdefs.IsNotFound(err) {
 		return nil, toStatus(err)
 	}
 	return &runtimeapi.StopContainerResponse{}, nil

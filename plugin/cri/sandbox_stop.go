@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -14,14 +15,19 @@ import (
 )
 
 // StopPodSandbox stops the pod's containers and releases its network and
-// namespaces. Stopping a stopped pod does nothing.
+// namespaces. Stopping a stopped or unknown pod does nothing.
 func (s *Service) StopPodSandbox(ctx context.Context, r *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
 	ctx = s.nsContext(ctx)
 	id, err := s.names.resolve(kindSandbox, r.GetPodSandboxId())
+	if errdefs.IsNotFound(err) {
+		// A pod that is gone is as stopped as it gets: the CRI wants
+		// StopPodSandbox idempotent.
+		return &runtimeapi.StopPodSandboxResponse{}, nil
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if err := s.stopSandbox(ctx, id); err != nil {
+	if err := s.stopSandbox(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 		return nil, toStatus(err)
 	}
 	return &runtimeapi.StopPodSandboxResponse{}, nil

@@ -62,7 +62,7 @@ func (s *Service) specOpts(ctx context.Context, id string, cfg *runtimeapi.Conta
 	if err != nil {
 		return nil, err
 	}
-	opts = append(opts, oci.WithoutMounts("/dev/shm"), oci.WithMounts(mounts))
+	opts = append(opts, oci.WithoutMounts("/dev/shm"), oci.WithMounts(mounts), withRootfsPropagation(cfg.GetMounts()))
 
 	opts = append(opts, withPodNamespaces(sb.Namespaces)...)
 	switch sc.GetNamespaceOptions().GetPid() {
@@ -84,7 +84,11 @@ func (s *Service) specOpts(ctx context.Context, id string, cfg *runtimeapi.Conta
 		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.PIDNamespace, Path: pidns}))
 	}
 
-	opts = append(opts, s.securityOpts(sc, imgCfg)...)
+	secOpts, err := s.securityOpts(sc, imgCfg)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, secOpts...)
 	if res := cfg.GetLinux().GetResources(); res != nil {
 		opts = append(opts, s.withResources(res))
 	}
@@ -217,9 +221,30 @@ func containerMounts(cfg *runtimeapi.ContainerConfig, state string, sb *sandboxM
 	return out, nil
 }
 
+// withRootfsPropagation makes the container's root propagate as its
+// mounts need: a mount cannot propagate past a private root.
+func withRootfsPropagation(mounts []*runtimeapi.Mount) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, sp *oci.Spec) error {
+		for _, m := range mounts {
+			switch m.Propagation {
+			case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+				sp.Linux.RootfsPropagation = "rshared"
+			case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+				if sp.Linux.RootfsPropagation != "rshared" {
+					sp.Linux.RootfsPropagation = "rslave"
+				}
+			}
+		}
+		return nil
+	}
+}
+
 // securityOpts applies the security context.
-func (s *Service) securityOpts(sc *runtimeapi.LinuxContainerSecurityContext, imgCfg *ocispec.Image) []oci.SpecOpts {
+func (s *Service) securityOpts(sc *runtimeapi.LinuxContainerSecurityContext, imgCfg *ocispec.Image) ([]oci.SpecOpts, error) {
 	var opts []oci.SpecOpts
+	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
+		return nil, errdefs.ErrInvalidArgument.WithMessage("run_as_group needs run_as_user or run_as_username")
+	}
 	// The user: from the context, else the image.
 	switch {
 	case sc.GetRunAsUser() != nil && sc.GetRunAsGroup() != nil:
@@ -259,7 +284,7 @@ func (s *Service) securityOpts(sc *runtimeapi.LinuxContainerSecurityContext, img
 		if sc.GetReadonlyPaths() != nil {
 			opts = append(opts, oci.WithReadonlyPaths(sc.GetReadonlyPaths()))
 		}
-		switch p := sc.GetApparmor(); p.GetProfileType() {
+		switch p := apparmorProfile(sc); p.GetProfileType() {
 		case runtimeapi.SecurityProfile_RuntimeDefault:
 			// Where the kernel has no AppArmor, the default is unconfined,
 			// as with containerd's CRI.
@@ -269,7 +294,7 @@ func (s *Service) securityOpts(sc *runtimeapi.LinuxContainerSecurityContext, img
 		case runtimeapi.SecurityProfile_Localhost:
 			opts = append(opts, withLocalAppArmorProfile(p.GetLocalhostRef()))
 		}
-		switch p := sc.GetSeccomp(); p.GetProfileType() {
+		switch p := seccompProfile(sc); p.GetProfileType() {
 		case runtimeapi.SecurityProfile_RuntimeDefault:
 			opts = append(opts, seccomp.WithDefaultProfile())
 		case runtimeapi.SecurityProfile_Localhost:
@@ -282,7 +307,35 @@ func (s *Service) securityOpts(sc *runtimeapi.LinuxContainerSecurityContext, img
 	if sc.GetNoNewPrivs() {
 		opts = append(opts, oci.WithNoNewPrivileges)
 	}
-	return opts
+	return opts, nil
+}
+
+// seccompProfile is the context's seccomp profile, from the profile or the
+// deprecated path string; none at all means unconfined.
+func seccompProfile(sc *runtimeapi.LinuxContainerSecurityContext) *runtimeapi.SecurityProfile {
+	if p := sc.GetSeccomp(); p != nil {
+		return p
+	}
+	return legacyProfile(sc.GetSeccompProfilePath())
+}
+
+func apparmorProfile(sc *runtimeapi.LinuxContainerSecurityContext) *runtimeapi.SecurityProfile {
+	if p := sc.GetApparmor(); p != nil {
+		return p
+	}
+	return legacyProfile(sc.GetApparmorProfile())
+}
+
+// legacyProfile reads the deprecated string form: "runtime/default",
+// "docker/default", "unconfined", "localhost/<ref>" or "".
+func legacyProfile(s string) *runtimeapi.SecurityProfile {
+	switch {
+	case s == "runtime/default" || s == "docker/default":
+		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
+	case strings.HasPrefix(s, "localhost/"):
+		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: strings.TrimPrefix(s, "localhost/")}
+	}
+	return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}
 }
 
 // defaultAppArmorProfile is loaded, once, for RuntimeDefault.
@@ -333,7 +386,9 @@ func withCapabilities(add, drop []string) oci.SpecOpts {
 		}
 		for _, a := range add {
 			if a == "ALL" {
-				if err := oci.WithAllKnownCapabilities(ctx, client, c, sp); err != nil {
+				// Every capability the daemon holds: a container cannot be
+				// given one its runtime lacks.
+				if err := oci.WithAllCurrentCapabilities(ctx, client, c, sp); err != nil {
 					return err
 				}
 				continue
