@@ -148,23 +148,29 @@ func TestCRIPodSharesOnePIDNamespace(t *testing.T) {
 	}
 }
 
-func TestCRIHostNetworkPod(t *testing.T) {
+func TestCRIHostNamespacesPod(t *testing.T) {
 	c := newCRI(t)
 	c.pullBusybox(t)
-	pod := podConfig(t, "hostnet")
-	pod.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
+	pod := podConfig(t, "hostns")
+	host := &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_NODE, Ipc: runtimeapi.NamespaceMode_NODE}
+	pod.Linux.SecurityContext.NamespaceOptions = host
 	podID := c.runPod(t, pod)
-	id := c.startContainer(t, podID, pod, containerConfig("main", "exec sleep 600"))
-	host, err := os.Readlink("/proc/self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	inside, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", c.pid(t, id)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if inside != host {
-		t.Fatalf("host-network container in %s, host in %s", inside, host)
+	cfg := containerConfig("main", "exec sleep 600")
+	cfg.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: host}
+	id := c.startContainer(t, podID, pod, cfg)
+	pid := c.pid(t, id)
+	for _, ns := range []string{"net", "pid", "ipc"} {
+		want, err := os.Readlink("/proc/self/ns/" + ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("container's %s namespace %s, host's %s", ns, got, want)
+		}
 	}
 }
 
