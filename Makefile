@@ -48,10 +48,11 @@ critest: deps binaries
 	hack/install-critest.sh
 	$(GO) run ./integration/cmd/critest -bin bin
 
-# Benchmarks, beside stock containerd v2.4.2's components in the same run.
-# Budget: about a minute.
+# Benchmarks, beside stock containerd v2.4.2 in the same run, as ratios.
+# Budget: about two minutes, plus building stock containerd once.
 bench: deps binaries
-	$(GO) run ./integration/cmd/shimmem -bin bin
+	hack/install-bench-deps.sh
+	$(GO) run ./integration/cmd/bench -bin bin
 
 clean:
 	rm -rf bin

@@ -91,6 +91,10 @@ func TestShimKilledIsCleanedUp(t *testing.T) {
 	if !isMounted(t, rootfs) {
 		t.Fatalf("%s is not mounted while the container runs", rootfs)
 	}
+	socket, err := os.ReadFile(filepath.Join(bundleDir(id), "shim-socket"))
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	if err := syscall.Kill(shim, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -109,6 +113,10 @@ func TestShimKilledIsCleanedUp(t *testing.T) {
 	if _, err := os.Stat(filepath.Join("/run/containerd/runc", namespace, id)); !os.IsNotExist(err) {
 		t.Fatalf("runc state of %s left behind (%v)", id, err)
 	}
+	waitFor(t, "the dead shim's socket to be removed", 10*time.Second, func() bool {
+		_, err := os.Stat(string(socket))
+		return os.IsNotExist(err)
+	})
 }
 
 func isMounted(t *testing.T, path string) bool {

@@ -22,6 +22,7 @@ const (
 	optionsFile = "options.json" // the runtime options the container runs with
 	initPidFile = "init.pid"
 	runcLogFile = "log.json"
+	socketFile  = "shim-socket" // the path of the group's socket
 )
 
 // DefaultRuncRoot is the parent of runc's state directories; each

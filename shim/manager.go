@@ -53,6 +53,10 @@ func start(ctx context.Context, f flags, params *bootapi.BootstrapParams) (_ *bo
 	sum := sha256.Sum256([]byte(filepath.Join(params.ContainerdGrpcAddress, f.namespace, group)))
 	path := filepath.Join(socketDir, fmt.Sprintf("%x", sum))
 	result := &bootapi.BootstrapResult{Version: 3, Address: "unix://" + path, Protocol: "ttrpc"}
+	// `delete` after a crash removes the socket a dead shim left.
+	if err := os.WriteFile(socketFile, []byte(path), 0o600); err != nil {
+		return nil, err
+	}
 
 	listener, err := listen(path)
 	if err != nil {
@@ -188,6 +192,7 @@ func cleanup(ctx context.Context, f flags) (*taskAPI.DeleteResponse, error) {
 	if err := mount.UnmountRecursive(filepath.Join(bundle, "rootfs"), 0); err != nil {
 		log.G(ctx).WithError(err).Warn("unmount rootfs")
 	}
+	removeStaleSocket(ctx, bundle)
 	if rec, err := readExitRecord(bundle); err == nil {
 		return &taskAPI.DeleteResponse{Pid: uint32(rec.Pid), ExitStatus: uint32(rec.Status), ExitedAt: timestamppb.New(rec.ExitedAt)}, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -195,4 +200,21 @@ func cleanup(ctx context.Context, f flags) (*taskAPI.DeleteResponse, error) {
 	}
 	pid, _ := runc.ReadPidFile(filepath.Join(bundle, initPidFile))
 	return &taskAPI.DeleteResponse{Pid: uint32(pid), ExitStatus: 128 + uint32(unix.SIGKILL), ExitedAt: timestamppb.New(now)}, nil
+}
+
+// removeStaleSocket removes the group's socket if no shim answers on it
+// any more: a killed shim cannot remove it itself.
+func removeStaleSocket(ctx context.Context, bundle string) {
+	data, err := os.ReadFile(filepath.Join(bundle, socketFile))
+	if err != nil {
+		return
+	}
+	path := string(data)
+	if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		conn.Close() // another container of the pod keeps the shim alive
+		return
+	}
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		log.G(ctx).WithError(err).Warn("remove stale shim socket")
+	}
 }
