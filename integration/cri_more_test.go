@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/mine-runtime/mine/integration/testbed"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -495,16 +495,9 @@ func TestCRIStopUsesTheImageStopSignal(t *testing.T) {
 	c := newCRI(t)
 	ctx := testContext(t)
 	img, err := uniqueImage("stopsignal")
-	if err != nil {
-		t.Fatal(err)
+	if err == nil {
+		img, err = testbed.WithConfig(img, func(c *v1.Config) { c.StopSignal = "SIGUSR1" })
 	}
-	cfgFile, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfgFile = cfgFile.DeepCopy()
-	cfgFile.Config.StopSignal = "SIGUSR1"
-	img, err = mutate.ConfigFile(img, cfgFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -539,16 +532,10 @@ func TestCRIStopUsesTheImageStopSignal(t *testing.T) {
 // then get a classic pause container, pulled on first use.
 func TestCRIPauseImageMode(t *testing.T) {
 	img, err := uniqueImage("pause")
-	if err != nil {
-		t.Fatal(err)
+	if err == nil {
+		img, err = testbed.WithConfig(img, func(c *v1.Config) { c.Cmd = []string{"sleep", "2147483647"} })
 	}
-	cfgFile, err := img.ConfigFile()
 	if err != nil {
-		t.Fatal(err)
-	}
-	cfgFile = cfgFile.DeepCopy()
-	cfgFile.Config.Cmd = []string{"sleep", "2147483647"}
-	if img, err = mutate.ConfigFile(img, cfgFile); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := registry().Push("library/pause:3", img); err != nil {

@@ -34,17 +34,9 @@ type Daemon struct {
 // NewDaemon prepares a daemon below dir and writes its config.toml;
 // extraConfig is appended to it.
 func NewDaemon(dir, binDir, extraConfig string) (*Daemon, error) {
-	d := &Daemon{
-		Dir:     dir,
-		BinDir:  binDir,
-		Address: filepath.Join(dir, "containerd.sock"),
-		Config:  filepath.Join(dir, "config.toml"),
-		Log:     filepath.Join(dir, "containerd.log"),
-	}
-	for _, sub := range []string{"root", "state", "cni/net.d", "certs.d", "opt"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o711); err != nil {
-			return nil, err
-		}
+	d, err := newDaemon(dir, binDir)
+	if err != nil {
+		return nil, err
 	}
 	cfg := fmt.Sprintf(`version = 3
 root = %[1]q
@@ -74,15 +66,26 @@ imports = []
   config_path = %[7]q
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Address, d.Address+".ttrpc",
 		filepath.Join(dir, "opt"), filepath.Join(dir, "cni/net.d"), filepath.Join(dir, "certs.d"))
-	if err := os.WriteFile(d.Config, []byte(cfg+extraConfig), 0o600); err != nil {
-		return nil, err
+	return d, os.WriteFile(d.Config, []byte(cfg+extraConfig), 0o600)
+}
+
+// newDaemon lays out a daemon's directory and its pod network.
+func newDaemon(dir, binDir string) (*Daemon, error) {
+	d := &Daemon{
+		Dir:     dir,
+		BinDir:  binDir,
+		Address: filepath.Join(dir, "containerd.sock"),
+		Config:  filepath.Join(dir, "config.toml"),
+		Log:     filepath.Join(dir, "containerd.log"),
+		cgroups: takeCgroupSnapshot(),
+		Network: newCNINetwork(dir),
 	}
-	d.cgroups = takeCgroupSnapshot()
-	d.Network = newCNINetwork(dir)
-	if err := d.Network.writeConfig(filepath.Join(dir, "cni/net.d")); err != nil {
-		return nil, err
+	for _, sub := range []string{"root", "state", "cni/net.d", "certs.d", "opt"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o711); err != nil {
+			return nil, err
+		}
 	}
-	return d, nil
+	return d, d.Network.writeConfig(filepath.Join(dir, "cni/net.d"))
 }
 
 // NewStockDaemon prepares stock containerd, with its own CRI plugin, below
@@ -90,17 +93,9 @@ imports = []
 // same registry routing, runc pods with a pause image. It is what
 // benchmarks measure mine against.
 func NewStockDaemon(dir, binDir, pauseImage string) (*Daemon, error) {
-	d := &Daemon{
-		Dir:     dir,
-		BinDir:  binDir,
-		Address: filepath.Join(dir, "containerd.sock"),
-		Config:  filepath.Join(dir, "config.toml"),
-		Log:     filepath.Join(dir, "containerd.log"),
-	}
-	for _, sub := range []string{"root", "state", "cni/net.d", "certs.d", "opt"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o711); err != nil {
-			return nil, err
-		}
+	d, err := newDaemon(dir, binDir)
+	if err != nil {
+		return nil, err
 	}
 	cfg := fmt.Sprintf(`version = 3
 root = %[1]q
@@ -136,15 +131,7 @@ imports = []
     conf_dir = %[6]q
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Address, d.Address+".ttrpc",
 		filepath.Join(dir, "opt"), filepath.Join(dir, "cni/net.d"), filepath.Join(dir, "certs.d"), pauseImage)
-	if err := os.WriteFile(d.Config, []byte(cfg), 0o600); err != nil {
-		return nil, err
-	}
-	d.cgroups = takeCgroupSnapshot()
-	d.Network = newCNINetwork(dir)
-	if err := d.Network.writeConfig(filepath.Join(dir, "cni/net.d")); err != nil {
-		return nil, err
-	}
-	return d, nil
+	return d, os.WriteFile(d.Config, []byte(cfg), 0o600)
 }
 
 // Start runs the daemon and waits until it serves its socket.

@@ -65,10 +65,7 @@ func BusyboxImage() (v1.Image, error) {
 	if err := tw.Close(); err != nil {
 		return nil, err
 	}
-	data := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(data)), nil
-	}, tarball.WithMediaType(types.OCILayer))
+	layer, err := tarLayer(buf.Bytes())
 	if err != nil {
 		return nil, err
 	}
@@ -137,12 +134,16 @@ func WithFiles(img v1.Image, files map[string]string) (v1.Image, error) {
 	if err := tw.Close(); err != nil {
 		return nil, err
 	}
-	data := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(data)), nil
-	}, tarball.WithMediaType(types.OCILayer))
+	layer, err := tarLayer(buf.Bytes())
 	if err != nil {
 		return nil, err
 	}
 	return mutate.AppendLayers(img, layer)
+}
+
+// tarLayer is an uncompressed OCI layer of a tar archive.
+func tarLayer(data []byte) (v1.Layer, error) {
+	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	}, tarball.WithMediaType(types.OCILayer))
 }
