@@ -38,35 +38,40 @@ func NewDaemon(dir, binDir, extraConfig string) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := fmt.Sprintf(`version = 3
-root = %[1]q
-state = %[2]q
-imports = []
-
-[grpc]
-  address = %[3]q
-
-[ttrpc]
-  address = %[4]q
-
+	cfg := d.baseConfig() + fmt.Sprintf(`
 [debug]
   level = "debug"
 
+[plugins."io.containerd.grpc.v1.mine".cni]
+  bin_dirs = ["/opt/cni/bin"]
+  conf_dir = %q
+
+[plugins."io.containerd.grpc.v1.mine".registry]
+  config_path = %q
+`, filepath.Join(dir, "cni/net.d"), filepath.Join(dir, "certs.d"))
+	return d, os.WriteFile(d.Config, []byte(cfg+extraConfig), 0o600)
+}
+
+// baseConfig is the config.toml both daemons share: their own root,
+// state, sockets and opt directory, and no NRI socket in a host path.
+func (d *Daemon) baseConfig() string {
+	return fmt.Sprintf(`version = 3
+root = %q
+state = %q
+imports = []
+
+[grpc]
+  address = %q
+
+[ttrpc]
+  address = %q
+
 [plugins."io.containerd.internal.v1.opt"]
-  path = %[5]q
+  path = %q
 
 [plugins."io.containerd.nri.v1.nri"]
   disable = true
-
-[plugins."io.containerd.grpc.v1.mine".cni]
-  bin_dirs = ["/opt/cni/bin"]
-  conf_dir = %[6]q
-
-[plugins."io.containerd.grpc.v1.mine".registry]
-  config_path = %[7]q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Address, d.Address+".ttrpc",
-		filepath.Join(dir, "opt"), filepath.Join(dir, "cni/net.d"), filepath.Join(dir, "certs.d"))
-	return d, os.WriteFile(d.Config, []byte(cfg+extraConfig), 0o600)
+`, filepath.Join(d.Dir, "root"), filepath.Join(d.Dir, "state"), d.Address, d.Address+".ttrpc", filepath.Join(d.Dir, "opt"))
 }
 
 // newDaemon lays out a daemon's directory and its pod network.
@@ -97,29 +102,13 @@ func NewStockDaemon(dir, binDir, pauseImage string) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := fmt.Sprintf(`version = 3
-root = %[1]q
-state = %[2]q
-imports = []
-
-[grpc]
-  address = %[3]q
-
-[ttrpc]
-  address = %[4]q
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = %[5]q
-
-[plugins."io.containerd.nri.v1.nri"]
-  disable = true
-
+	cfg := d.baseConfig() + fmt.Sprintf(`
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
   [plugins."io.containerd.cri.v1.images".pinned_images]
-    sandbox = %[8]q
+    sandbox = %[3]q
   [plugins."io.containerd.cri.v1.images".registry]
-    config_path = %[7]q
+    config_path = %[2]q
 
 [plugins."io.containerd.cri.v1.runtime"]
   # Stock containerd gives pause containers oom_score_adj -998, which a
@@ -128,9 +117,8 @@ imports = []
   restrict_oom_score_adj = true
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = ["/opt/cni/bin"]
-    conf_dir = %[6]q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Address, d.Address+".ttrpc",
-		filepath.Join(dir, "opt"), filepath.Join(dir, "cni/net.d"), filepath.Join(dir, "certs.d"), pauseImage)
+    conf_dir = %[1]q
+`, filepath.Join(dir, "cni/net.d"), filepath.Join(dir, "certs.d"), pauseImage)
 	return d, os.WriteFile(d.Config, []byte(cfg), 0o600)
 }
 
