@@ -354,6 +354,7 @@ func TestCRISecurityContextAndResources(t *testing.T) {
 	c.pullBusybox(t)
 	pod := podConfig(t, "security")
 	pod.Linux.Sysctls = map[string]string{"net.ipv4.ip_unprivileged_port_start": "1000"}
+	pod.Linux.CgroupParent = "/mine-test-pods"
 	podID := c.runPod(t, pod)
 
 	hostDir := t.TempDir()
@@ -408,7 +409,14 @@ func TestCRISecurityContextAndResources(t *testing.T) {
 	if out := mustExec(t, c, id, "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"); out != "1000\n" {
 		t.Errorf("pod sysctl: %q", out)
 	}
-	// Resources reach the cgroup.
+	// Resources reach the cgroup, under the pod's cgroup parent.
+	procCgroup, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", c.pid(t, id)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(procCgroup), ":/mine-test-pods/"+id) {
+		t.Errorf("container cgroups are not under the pod's parent:\n%s", procCgroup)
+	}
 	cg := cgroupFile(t, c.pid(t, id), "memory", "memory.limit_in_bytes", "memory.max")
 	if strings.TrimSpace(cg) != strconv.Itoa(64<<20) {
 		t.Errorf("memory limit %q", cg)
