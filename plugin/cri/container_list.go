@@ -29,14 +29,16 @@ func (s *Service) ListContainers(ctx context.Context, r *runtimeapi.ListContaine
 	}
 	resp := &runtimeapi.ListContainersResponse{}
 	for _, id := range ids {
-		c, m, err := s.loadContainer(ctx, id)
+		_, m, err := s.loadContainer(ctx, id)
 		if err != nil {
 			continue
 		}
 		if sandboxID != "" && m.SandboxID != sandboxID {
 			continue
 		}
-		state, _ := s.containerState(ctx, c, m)
+		// kubelet lists every second: the recorded state, kept current by
+		// the exit watch, saves asking every shim.
+		state := recordedState(m)
 		if f.GetState() != nil && f.GetState().GetState() != state {
 			continue
 		}

@@ -60,6 +60,17 @@ func (s *Service) ContainerStatus(ctx context.Context, r *runtimeapi.ContainerSt
 	return resp, nil
 }
 
+// recordedState is a container's state as recorded in containerd.
+func recordedState(m *containerMeta) runtimeapi.ContainerState {
+	switch {
+	case m.FinishedAt != 0:
+		return runtimeapi.ContainerState_CONTAINER_EXITED
+	case m.StartedAt == 0:
+		return runtimeapi.ContainerState_CONTAINER_CREATED
+	}
+	return runtimeapi.ContainerState_CONTAINER_RUNNING
+}
+
 // containerState derives the CRI state from the recorded exit and the
 // containerd task, and returns the task's pid while it runs.
 func (s *Service) containerState(ctx context.Context, c containerd.Container, m *containerMeta) (runtimeapi.ContainerState, uint32) {

@@ -13,10 +13,15 @@ import (
 	"github.com/containerd/typeurl/v2"
 )
 
-// watchExits records containers' exits as containerd reports them.
+// watchExits records containers' exits as containerd reports them. After
+// each subscription it also looks at every container it believes
+// running: an exit from before the subscription, while the daemon was
+// down or the subscription broken, is recorded all the same. Listing then
+// needs no look at tasks.
 func (s *Service) watchExits(ctx context.Context) {
 	for {
 		events, errs := s.client.Subscribe(ctx, `topic=="/tasks/exit"`, `topic=="/tasks/oom"`)
+		s.reconcileExits(ctx)
 	loop:
 		for {
 			select {
@@ -111,10 +116,17 @@ func (s *Service) reap(ctx context.Context, c containerd.Container) error {
 	return err
 }
 
-// reapIfExited records an exit that happened while the daemon was down.
-func (s *Service) reapIfExited(ctx context.Context, c containerd.Container) {
-	if err := s.reap(ctx, c); err != nil {
-		log.G(ctx).WithError(err).WithField("id", c.ID()).Warn("record exit after restart")
+// reconcileExits records the exits of containers believed running whose
+// task has stopped.
+func (s *Service) reconcileExits(ctx context.Context) {
+	for _, id := range s.names.list(kindContainer) {
+		c, m, err := s.loadContainer(ctx, id)
+		if err != nil || m.StartedAt == 0 || m.FinishedAt != 0 {
+			continue
+		}
+		if err := s.reap(ctx, c); err != nil {
+			log.G(ctx).WithError(err).WithField("id", id).Warn("record a missed exit")
+		}
 	}
 }
 

@@ -133,8 +133,12 @@ func (s *Service) loadContainer(ctx context.Context, id string) (containerd.Cont
 	return c, m, nil
 }
 
-// updateContainerMeta changes a container's metadata in containerd.
+// updateContainerMeta changes a container's metadata in containerd. The
+// read and the write are one step: a start and an exit recorded at once
+// must not undo each other.
 func (s *Service) updateContainerMeta(ctx context.Context, c containerd.Container, change func(*containerMeta)) (*containerMeta, error) {
+	unlock := s.lock(c.ID() + "/meta")
+	defer unlock()
 	_, m, err := s.loadContainer(ctx, c.ID())
 	if err != nil {
 		return nil, err
@@ -143,8 +147,8 @@ func (s *Service) updateContainerMeta(ctx context.Context, c containerd.Containe
 	return m, c.Update(ctx, withMeta(m))
 }
 
-// recover rebuilds the name index from containerd after a restart, and
-// records the exits of containers that stopped while the daemon was down.
+// recover rebuilds the name index from containerd after a restart; exits
+// that happened meanwhile are recorded once exits are watched.
 func (s *Service) recover(ctx context.Context) error {
 	list, err := s.client.Containers(ctx, fmt.Sprintf("labels.%q", labelKind))
 	if err != nil {
@@ -163,9 +167,6 @@ func (s *Service) recover(ctx context.Context) error {
 		case kindContainer:
 			if _, m, err := s.loadContainer(ctx, c.ID()); err == nil {
 				s.names.add(kindContainer, m.Name, m.ID)
-				if m.StartedAt != 0 && m.FinishedAt == 0 {
-					s.reapIfExited(ctx, c)
-				}
 			}
 		}
 	}
