@@ -21,6 +21,7 @@ type service struct {
 	mu         sync.Mutex
 	namespace  string
 	containers map[string]*container
+	creating   map[string]bool // IDs whose Create is under way
 	// pids maps the pid of each live process to it, for the exit loop.
 	pids map[int]*process
 	// While a runc create or exec is in flight, its process may exit before
@@ -40,6 +41,7 @@ func newService(namespace string, events *eventQueue, shutdown func()) *service 
 	s := &service{
 		namespace:  namespace,
 		containers: make(map[string]*container),
+		creating:   make(map[string]bool),
 		pids:       make(map[int]*process),
 		early:      make(map[int]runc.Exit),
 		events:     events,

@@ -35,10 +35,20 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	s.mu.Lock()
 	_, exists := s.containers[r.ID]
+	if !exists && !s.creating[r.ID] {
+		s.creating[r.ID] = true
+	} else {
+		exists = true
+	}
 	s.mu.Unlock()
 	if exists {
 		return nil, errdefs.ErrAlreadyExists.WithMessage("container " + r.ID + " already exists in this shim")
 	}
+	defer func() {
+		s.mu.Lock()
+		delete(s.creating, r.ID)
+		s.mu.Unlock()
+	}()
 
 	opts, err := decodeOptions(r.Options)
 	if err != nil {
