@@ -594,3 +594,62 @@ func TestCRIPauseImageMode(t *testing.T) {
 		t.Fatalf("the pause image was not pulled and pinned: %v, %v", st, err)
 	}
 }
+
+func TestCRIStatsAndResourceUpdates(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "stats")
+	podID := c.runPod(t, pod)
+	cfg := containerConfig("busy", "i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; echo > /tmp/written; exec sleep 600")
+	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 256 << 20}
+	id := c.startContainer(t, podID, pod, cfg)
+	waitFor(t, "the busy loop", 30*time.Second, func() bool {
+		resp, err := c.execSync(t, id, 10, "test", "-e", "/tmp/written")
+		return err == nil && resp.ExitCode == 0
+	})
+
+	st, err := c.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := st.Stats
+	if s.Cpu.GetUsageCoreNanoSeconds().GetValue() == 0 || s.Memory.GetWorkingSetBytes().GetValue() == 0 || s.Memory.GetUsageBytes().GetValue() == 0 {
+		t.Fatalf("cpu %v, memory %v", s.Cpu, s.Memory)
+	}
+	if s.WritableLayer.GetUsedBytes().GetValue() == 0 {
+		t.Fatalf("writable layer %v: the container wrote a file", s.WritableLayer)
+	}
+	// A second reading gives a rate.
+	waitFor(t, "a CPU rate", 10*time.Second, func() bool {
+		st, err := c.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: id})
+		return err == nil && st.Stats.Cpu.GetUsageNanoCores() != nil
+	})
+	list, err := c.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{PodSandboxId: podID}})
+	if err != nil || len(list.Stats) != 1 || list.Stats[0].Attributes.Id != id {
+		t.Fatalf("list stats: %v, %v", list, err)
+	}
+	ps, err := c.PodSandboxStats(ctx, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: podID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	linux := ps.Stats.Linux
+	if len(linux.Containers) != 1 || linux.Memory.GetWorkingSetBytes().GetValue() == 0 || linux.Process.GetProcessCount().GetValue() == 0 {
+		t.Fatalf("pod stats %v", linux)
+	}
+	if linux.Network.GetDefaultInterface().GetName() != "eth0" {
+		t.Fatalf("pod network stats %v", linux.Network)
+	}
+
+	if _, err := c.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{
+		ContainerId: id, Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20, CpuShares: 256},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(cgroupFile(t, c.pid(t, id), "memory", "memory.limit_in_bytes", "memory.max")); got != strconv.Itoa(128<<20) {
+		t.Fatalf("memory limit after update %s", got)
+	}
+	if got := c.status(t, id).Resources.GetLinux().GetMemoryLimitInBytes(); got != 128<<20 {
+		t.Fatalf("status reports memory limit %d after update", got)
+	}
+}

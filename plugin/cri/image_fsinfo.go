@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"path/filepath"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -25,10 +24,9 @@ func (s *Service) ImageFsInfo(ctx context.Context, _ *runtimeapi.ImageFsInfoRequ
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	mountpoint := filepath.Join(filepath.Dir(s.rootDir), "io.containerd.snapshotter.v1."+s.config.Snapshotter)
 	usage := &runtimeapi.FilesystemUsage{
 		Timestamp:  nowNano(),
-		FsId:       &runtimeapi.FilesystemIdentifier{Mountpoint: mountpoint},
+		FsId:       &runtimeapi.FilesystemIdentifier{Mountpoint: s.snapshotterRoot()},
 		UsedBytes:  &runtimeapi.UInt64Value{Value: bytes},
 		InodesUsed: &runtimeapi.UInt64Value{Value: inodes},
 	}

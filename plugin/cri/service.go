@@ -53,6 +53,7 @@ type Service struct {
 	minOOMScoreAdj int
 
 	locks keyedMutex
+	cpu   cpuSamples
 	// oomKilled remembers containers the OOM killer acted in until their
 	// exit is recorded, which then gets the reason OOMKilled.
 	oomKilled sync.Map

@@ -1,0 +1,297 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	cgroupsv1 "github.com/containerd/cgroups/v3/cgroup1/stats"
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2/stats"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/typeurl/v2"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// cpuSample is a container's CPU time at a moment, kept to turn the next
+// reading into a rate (UsageNanoCores).
+type cpuSample struct {
+	at    time.Time
+	usage uint64 // nanoseconds
+}
+
+// cpuSamples holds the last sample of each container.
+type cpuSamples struct {
+	mu   sync.Mutex
+	last map[string]cpuSample
+}
+
+// rate records a sample and returns the usage rate since the previous
+// one, in nanocores; 0 for the first.
+func (c *cpuSamples) rate(id string, now cpuSample) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil {
+		c.last = map[string]cpuSample{}
+	}
+	prev, ok := c.last[id]
+	c.last[id] = now
+	if !ok || !now.at.After(prev.at) || now.usage < prev.usage {
+		return 0
+	}
+	return uint64(float64(now.usage-prev.usage) / now.at.Sub(prev.at).Seconds())
+}
+
+// usage is what cgroup metrics say of a container, in CRI terms.
+type usage struct {
+	cpuNanos                       uint64
+	memUsage, workingSet, rss      uint64
+	limit, pageFaults, majorFaults uint64
+	pids                           uint64
+}
+
+func metricsUsage(data any) (usage, error) {
+	switch m := data.(type) {
+	case *cgroupsv1.Metrics:
+		mem := m.GetMemory()
+		u := usage{
+			cpuNanos:    m.GetCPU().GetUsage().GetTotal(),
+			memUsage:    mem.GetUsage().GetUsage(),
+			rss:         mem.GetTotalRSS(),
+			limit:       mem.GetUsage().GetLimit(),
+			pageFaults:  mem.GetTotalPgFault(),
+			majorFaults: mem.GetTotalPgMajFault(),
+			pids:        m.GetPids().GetCurrent(),
+		}
+		u.workingSet = u.memUsage - min(u.memUsage, mem.GetTotalInactiveFile())
+		return u, nil
+	case *cgroupsv2.Metrics:
+		mem := m.GetMemory()
+		u := usage{
+			cpuNanos:    m.GetCPU().GetUsageUsec() * 1000,
+			memUsage:    mem.GetUsage(),
+			rss:         mem.GetAnon(),
+			limit:       mem.GetUsageLimit(),
+			pageFaults:  mem.GetPgfault(),
+			majorFaults: mem.GetPgmajfault(),
+			pids:        m.GetPids().GetCurrent(),
+		}
+		u.workingSet = u.memUsage - min(u.memUsage, mem.GetInactiveFile())
+		return u, nil
+	}
+	return usage{}, fmt.Errorf("metrics of unknown type %T", data)
+}
+
+// containerStats reads a running container's stats; a container without
+// a running task has none.
+func (s *Service) containerStats(ctx context.Context, c containerd.Container, m *containerMeta) (*runtimeapi.ContainerStats, *usage, error) {
+	cfg := m.config
+	st := &runtimeapi.ContainerStats{Attributes: &runtimeapi.ContainerAttributes{
+		Id: m.ID, Metadata: cfg.GetMetadata(), Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(),
+	}}
+	now := time.Now()
+	if info, err := c.Info(ctx); err == nil && info.SnapshotKey != "" {
+		if u, err := s.client.SnapshotService(info.Snapshotter).Usage(ctx, info.SnapshotKey); err == nil {
+			st.WritableLayer = &runtimeapi.FilesystemUsage{
+				Timestamp:  now.UnixNano(),
+				FsId:       &runtimeapi.FilesystemIdentifier{Mountpoint: s.snapshotterRoot()},
+				UsedBytes:  &runtimeapi.UInt64Value{Value: uint64(u.Size)},
+				InodesUsed: &runtimeapi.UInt64Value{Value: uint64(u.Inodes)},
+			}
+		}
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		return st, nil, nil
+	}
+	metrics, err := task.Metrics(ctx)
+	if err != nil {
+		return st, nil, nil // exited meanwhile
+	}
+	data, err := typeurl.UnmarshalAny(metrics.Data)
+	if err != nil {
+		return nil, nil, err
+	}
+	u, err := metricsUsage(data)
+	if err != nil {
+		return nil, nil, err
+	}
+	ts := now.UnixNano()
+	st.Cpu = &runtimeapi.CpuUsage{
+		Timestamp:            ts,
+		UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: u.cpuNanos},
+		UsageNanoCores:       &runtimeapi.UInt64Value{Value: s.cpu.rate(m.ID, cpuSample{at: now, usage: u.cpuNanos})},
+	}
+	st.Memory = &runtimeapi.MemoryUsage{
+		Timestamp:       ts,
+		WorkingSetBytes: &runtimeapi.UInt64Value{Value: u.workingSet},
+		UsageBytes:      &runtimeapi.UInt64Value{Value: u.memUsage},
+		RssBytes:        &runtimeapi.UInt64Value{Value: u.rss},
+		PageFaults:      &runtimeapi.UInt64Value{Value: u.pageFaults},
+		MajorPageFaults: &runtimeapi.UInt64Value{Value: u.majorFaults},
+	}
+	if u.limit > 0 && u.limit < 1<<62 {
+		st.Memory.AvailableBytes = &runtimeapi.UInt64Value{Value: u.limit - min(u.limit, u.workingSet)}
+	}
+	return st, &u, nil
+}
+
+// snapshotterRoot is where the snapshotter keeps images and writable
+// layers: beside the plugin's own root in containerd's.
+func (s *Service) snapshotterRoot() string {
+	return filepath.Join(filepath.Dir(s.rootDir), "io.containerd.snapshotter.v1."+s.config.Snapshotter)
+}
+
+// ContainerStats reports one container's CPU, memory and writable layer.
+func (s *Service) ContainerStats(ctx context.Context, r *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
+	ctx = s.nsContext(ctx)
+	id, err := s.names.resolve(kindContainer, r.GetContainerId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	c, m, err := s.loadContainer(ctx, id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	st, _, err := s.containerStats(ctx, c, m)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.ContainerStatsResponse{Stats: st}, nil
+}
+
+// ListContainerStats reports the stats of containers, filtered by ID, pod
+// and labels.
+func (s *Service) ListContainerStats(ctx context.Context, r *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
+	ctx = s.nsContext(ctx)
+	f := r.GetFilter()
+	resp := &runtimeapi.ListContainerStatsResponse{}
+	for _, id := range s.names.list(kindContainer) {
+		if f.GetId() != "" && !strings.HasPrefix(id, f.GetId()) {
+			continue
+		}
+		c, m, err := s.loadContainer(ctx, id)
+		if err != nil {
+			continue
+		}
+		if f.GetPodSandboxId() != "" && !strings.HasPrefix(m.SandboxID, f.GetPodSandboxId()) {
+			continue
+		}
+		if !labelsMatch(m.config.GetLabels(), f.GetLabelSelector()) {
+			continue
+		}
+		if st, _, err := s.containerStats(ctx, c, m); err == nil {
+			resp.Stats = append(resp.Stats, st)
+		}
+	}
+	return resp, nil
+}
+
+// podStats sums a pod's containers and reads its network interfaces.
+func (s *Service) podStats(ctx context.Context, sb *sandboxMeta) *runtimeapi.PodSandboxStats {
+	now := time.Now().UnixNano()
+	linux := &runtimeapi.LinuxPodSandboxStats{
+		Cpu:     &runtimeapi.CpuUsage{Timestamp: now, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{}, UsageNanoCores: &runtimeapi.UInt64Value{}},
+		Memory:  &runtimeapi.MemoryUsage{Timestamp: now, WorkingSetBytes: &runtimeapi.UInt64Value{}, UsageBytes: &runtimeapi.UInt64Value{}, RssBytes: &runtimeapi.UInt64Value{}},
+		Process: &runtimeapi.ProcessUsage{Timestamp: now, ProcessCount: &runtimeapi.UInt64Value{}},
+	}
+	var anyPid uint32
+	for _, id := range s.containersOf(ctx, sb.ID) {
+		c, m, err := s.loadContainer(ctx, id)
+		if err != nil {
+			continue
+		}
+		st, u, err := s.containerStats(ctx, c, m)
+		if err != nil {
+			continue
+		}
+		linux.Containers = append(linux.Containers, st)
+		if u == nil {
+			continue
+		}
+		linux.Cpu.UsageCoreNanoSeconds.Value += u.cpuNanos
+		linux.Cpu.UsageNanoCores.Value += st.Cpu.UsageNanoCores.Value
+		linux.Memory.WorkingSetBytes.Value += u.workingSet
+		linux.Memory.UsageBytes.Value += u.memUsage
+		linux.Memory.RssBytes.Value += u.rss
+		linux.Process.ProcessCount.Value += u.pids
+		if task, err := c.Task(ctx, nil); err == nil && anyPid == 0 {
+			anyPid = task.Pid()
+		}
+	}
+	if anyPid != 0 && sb.Namespaces.Net != "" {
+		linux.Network = networkUsage(anyPid, now)
+	}
+	return &runtimeapi.PodSandboxStats{
+		Attributes: &runtimeapi.PodSandboxAttributes{Id: sb.ID, Metadata: sb.config.GetMetadata(), Labels: sb.config.GetLabels(), Annotations: sb.config.GetAnnotations()},
+		Linux:      linux,
+	}
+}
+
+// networkUsage reads a pod's interfaces from /proc/PID/net/dev of one of
+// its processes: the file shows the network namespace the process is in.
+func networkUsage(pid uint32, ts int64) *runtimeapi.NetworkUsage {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/dev", pid))
+	if err != nil {
+		return nil
+	}
+	nu := &runtimeapi.NetworkUsage{Timestamp: ts}
+	for _, line := range strings.Split(string(data), "\n")[2:] {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		name = strings.TrimSpace(name)
+		f := strings.Fields(rest)
+		if name == "lo" || len(f) < 11 {
+			continue
+		}
+		num := func(i int) *runtimeapi.UInt64Value {
+			v, _ := strconv.ParseUint(f[i], 10, 64)
+			return &runtimeapi.UInt64Value{Value: v}
+		}
+		iface := &runtimeapi.NetworkInterfaceUsage{Name: name, RxBytes: num(0), RxErrors: num(2), TxBytes: num(8), TxErrors: num(10)}
+		nu.Interfaces = append(nu.Interfaces, iface)
+		if name == "eth0" {
+			nu.DefaultInterface = iface
+		}
+	}
+	return nu
+}
+
+// PodSandboxStats reports a pod's CPU, memory, processes and network, and
+// its containers' stats.
+func (s *Service) PodSandboxStats(ctx context.Context, r *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
+	ctx = s.nsContext(ctx)
+	id, err := s.names.resolve(kindSandbox, r.GetPodSandboxId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	_, sb, err := s.loadSandbox(ctx, id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.PodSandboxStatsResponse{Stats: s.podStats(ctx, sb)}, nil
+}
+
+// ListPodSandboxStats reports the stats of pods, filtered by ID and labels.
+func (s *Service) ListPodSandboxStats(ctx context.Context, r *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
+	ctx = s.nsContext(ctx)
+	f := r.GetFilter()
+	resp := &runtimeapi.ListPodSandboxStatsResponse{}
+	for _, id := range s.names.list(kindSandbox) {
+		if f.GetId() != "" && !strings.HasPrefix(id, f.GetId()) {
+			continue
+		}
+		_, sb, err := s.loadSandbox(ctx, id)
+		if err != nil || !labelsMatch(sb.config.GetLabels(), f.GetLabelSelector()) {
+			continue
+		}
+		resp.Stats = append(resp.Stats, s.podStats(ctx, sb))
+	}
+	return resp, nil
+}
