@@ -2,7 +2,11 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -65,6 +69,10 @@ func TestCrictlSession(t *testing.T) {
 	crictl(t, "start", ctrID)
 
 	if out := crictl(t, "exec", "-s", ctrID, "sh", "-c", "echo exec-ok; hostname"); out != "exec-ok\ncrictl-host" {
+		t.Fatalf("crictl exec -s printed %q", out)
+	}
+	// Without -s, exec streams through the stream server.
+	if out := crictl(t, "exec", ctrID, "sh", "-c", "echo streamed; hostname"); out != "streamed\ncrictl-host" {
 		t.Fatalf("crictl exec printed %q", out)
 	}
 	waitFor(t, "the container's first log line", 10*time.Second, func() bool {
@@ -110,5 +118,43 @@ func TestCrictlSession(t *testing.T) {
 	crictl(t, "rmi", "busybox")
 	if images := crictl(t, "images", "-q", "busybox"); images != "" {
 		t.Fatalf("busybox still listed after rmi: %q", images)
+	}
+}
+
+// TestCrictlPortForward forwards a local port to a port on the pod's own
+// loopback through the stream server, as `kubectl port-forward` does.
+func TestCrictlPortForward(t *testing.T) {
+	c := newCRI(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "portforward")
+	podID := c.runPod(t, pod)
+	c.startContainer(t, podID, pod, containerConfig("server", "exec nc -ll -p 8080 -e echo forwarded-from-the-pod"))
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command("crictl", "--runtime-endpoint", "unix://"+daemon.Address, "port-forward", podID, fmt.Sprintf("%d:8080", local))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+
+	var reply string
+	waitFor(t, "the forwarded port to answer", 10*time.Second, func() bool {
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", local), time.Second)
+		if err != nil {
+			return false
+		}
+		defer conn.Close()
+		conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		data, _ := io.ReadAll(conn)
+		reply = string(data)
+		return reply != ""
+	})
+	if reply != "forwarded-from-the-pod\n" {
+		t.Fatalf("forwarded port answered %q", reply)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/cri-streaming/pkg/streaming"
 
 	"github.com/mine-runtime/mine/config"
 )
@@ -52,8 +53,9 @@ type Service struct {
 	// minOOMScoreAdj is the lowest oom_score_adj a container gets.
 	minOOMScoreAdj int
 
-	locks keyedMutex
-	cpu   cpuSamples
+	locks   keyedMutex
+	cpu     cpuSamples
+	streams streaming.Server
 	// oomKilled remembers containers the OOM killer acted in until their
 	// exit is recorded, which then gets the reason OOMKilled.
 	oomKilled sync.Map
@@ -82,6 +84,9 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	ctx = s.nsContext(ctx)
 	if err := s.recover(ctx); err != nil {
 		return nil, fmt.Errorf("recover CRI state from containerd: %w", err)
+	}
+	if err := s.startStreaming(ctx); err != nil {
+		return nil, err
 	}
 	go s.watchExits(context.WithoutCancel(ctx))
 	if s.minOOMScoreAdj > -1000 {

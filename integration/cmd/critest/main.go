@@ -29,7 +29,7 @@ import (
 // busybox: NoNewPrivs runs a setuid helper of its own, MaskedPaths needs a
 // shell that executes ls rather than running it as a built-in, and the
 // HostPID and ContainerPID specs look for nginx's rewritten process title.
-const skip = `Streaming|NRI|Image Volume|exec|Exec|attach|portforward|[Cc]heckpoint|[Ee]vents|[Mm]etrics|SELinux|[Aa]pp[Aa]rmor|[Uu]ser[Nn]amespace|with digest|all kinds of references|NoNewPrivs|MaskedPaths|support HostPID|support ContainerPID`
+const skip = `NRI|Image Volume|attach|[Cc]heckpoint|[Ee]vents|[Mm]etrics|SELinux|[Aa]pp[Aa]rmor|[Uu]ser[Nn]amespace|with digest|all kinds of references|NoNewPrivs|MaskedPaths|support HostPID|support ContainerPID`
 
 func main() {
 	binDir := flag.String("bin", "bin", "directory with containerd and containerd-shim-mine-v2")
@@ -135,12 +135,19 @@ func pushImages(reg *testbed.Registry) error {
 	// A web server that looks enough like nginx and httpd to critest: its
 	// PID 1 command line says "master process", it writes nginx.pid, and
 	// its log mentions httpd.
-	web := func(c *v1.Config) {
-		c.Cmd = []string{"sh", "-c", "mkdir -p /var/run; echo $$ > /var/run/nginx.pid; echo httpd serving on port 80; httpd -f -p 80 -h /www", "nginx: master process"}
-		c.ExposedPorts = map[string]struct{}{"80/tcp": {}}
+	webOn := func(port string) func(c *v1.Config) {
+		return func(c *v1.Config) {
+			c.Cmd = []string{"sh", "-c", "mkdir -p /var/run; echo $$ > /var/run/nginx.pid; echo httpd serving on port " + port + "; httpd -f -p " + port + " -h /www", "nginx: master process"}
+			c.ExposedPorts = map[string]struct{}{port + "/tcp": {}}
+		}
 	}
-	// Debian's busybox has no ipcs applet; critest only needs the ids.
-	ipcs := map[string]string{"usr/bin/ipcs": "#!/bin/sh\ncat /proc/sysvipc/shm\n"}
+	web := webOn("80")
+	// Debian's busybox has neither ipcs nor pgrep: scripts do what critest
+	// asks of them.
+	tools := map[string]string{
+		"usr/bin/ipcs":  "#!/bin/sh\ncat /proc/sysvipc/shm\n",
+		"usr/bin/pgrep": "#!/bin/sh\nfound=1\nfor d in /proc/[0-9]*; do\n  n=$(cat $d/comm 2>/dev/null) || continue\n  case \"$n\" in *\"$1\"*) echo ${d#/proc/}; found=0;; esac\ndone\nexit $found\n",
+	}
 	page := map[string]string{"www/index.html": "<html><body><h1>Welcome to nginx!</h1></body></html>\n"}
 	sleep := func(c *v1.Config) { c.Cmd = []string{"sleep", "2147483647"} }
 
@@ -149,7 +156,7 @@ func pushImages(reg *testbed.Registry) error {
 		files  map[string]string
 		change func(*v1.Config)
 	}{
-		{[]string{"e2e-test-images/busybox:1.29-2"}, ipcs, nil},
+		{[]string{"e2e-test-images/busybox:1.29-2"}, tools, nil},
 		{[]string{"e2e-test-images/nginx:1.14-2", "e2e-test-images/httpd:2.4.39-4"}, page, web},
 		{[]string{"pause:3.9", "pause:3.10"}, nil, sleep},
 		{[]string{"k8s-staging-cri-tools/test-image-user-uid:latest"}, users, func(c *v1.Config) { c.User = "1002" }},
@@ -163,7 +170,7 @@ func pushImages(reg *testbed.Registry) error {
 		{[]string{"k8s-staging-cri-tools/test-image-2:latest"}, nil, nil},
 		{[]string{"k8s-staging-cri-tools/test-image-3:latest"}, nil, nil},
 		{[]string{"k8s-staging-cri-tools/test-image-tags:1", "k8s-staging-cri-tools/test-image-tags:2", "k8s-staging-cri-tools/test-image-tags:3"}, nil, nil},
-		{[]string{"k8s-staging-cri-tools/hostnet-nginx-amd64:latest"}, page, web},
+		{[]string{"k8s-staging-cri-tools/hostnet-nginx-amd64:latest"}, page, webOn("12003")},
 	}
 	for _, im := range images {
 		img, err := variant(strings.Join(im.refs, ","), im.files, im.change)

@@ -1,0 +1,217 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strconv"
+	"sync"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/cri-streaming/pkg/streaming"
+	remotecommand "k8s.io/cri-streaming/pkg/streaming/remotecommand"
+	utilexec "k8s.io/utils/exec"
+)
+
+// startStreaming serves exec, attach and port-forward streams on
+// stream_server_address:stream_server_port. The listener is made first so
+// that the URLs handed out carry the real port, also for port 0.
+func (s *Service) startStreaming(ctx context.Context) error {
+	l, err := net.Listen("tcp", net.JoinHostPort(s.config.StreamServerAddress, s.config.StreamServerPort))
+	if err != nil {
+		return fmt.Errorf("stream server: %w", err)
+	}
+	cfg := streaming.DefaultConfig
+	cfg.Addr = l.Addr().String()
+	cfg.BaseURL = &url.URL{Scheme: "http", Host: l.Addr().String()}
+	srv, err := streaming.NewServer(cfg, streamRuntime{s})
+	if err != nil {
+		l.Close()
+		return err
+	}
+	s.streams = srv
+	go func() {
+		if err := http.Serve(l, srv); err != nil && !errors.Is(err, net.ErrClosed) {
+			log.G(ctx).WithError(err).Error("stream server")
+		}
+	}()
+	log.G(ctx).WithField("address", l.Addr().String()).Info("stream server serving")
+	return nil
+}
+
+// Exec returns the URL where kubelet streams an interactive command.
+func (s *Service) Exec(ctx context.Context, r *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
+	ctx = s.nsContext(ctx)
+	c, _, err := s.runningTask(ctx, r.GetContainerId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	r.ContainerId = c.ID()
+	resp, err := s.streams.GetExec(r)
+	return resp, toStatus(err)
+}
+
+// PortForward returns the URL where kubelet streams connections to a
+// port of the pod.
+func (s *Service) PortForward(ctx context.Context, r *runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
+	ctx = s.nsContext(ctx)
+	id, err := s.names.resolve(kindSandbox, r.GetPodSandboxId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	r.PodSandboxId = id
+	resp, err := s.streams.GetPortForward(r)
+	return resp, toStatus(err)
+}
+
+// streamRuntime runs what the stream server's clients ask for.
+type streamRuntime struct{ s *Service }
+
+// Exec runs a command in a container with the client's streams, and
+// returns its exit code as the error kubelet expects.
+func (rt streamRuntime) Exec(ctx context.Context, containerID string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+	s := rt.s
+	ctx = s.nsContext(ctx)
+	c, task, err := s.runningTask(ctx, containerID)
+	if err != nil {
+		return err
+	}
+	spec, err := c.Spec(ctx)
+	if err != nil {
+		return err
+	}
+	pspec := *spec.Process
+	pspec.Args = cmd
+	pspec.Terminal = tty
+	opts := []cio.Opt{cio.WithStreams(in, nilIfNoWriter(out), nilIfNoWriter(errw))}
+	if tty {
+		opts = append(opts, cio.WithTerminal)
+	}
+	proc, err := task.Exec(ctx, newID()[:16], &pspec, cio.NewCreator(opts...))
+	if err != nil {
+		return err
+	}
+	defer proc.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+	exitC, err := proc.Wait(ctx)
+	if err != nil {
+		return err
+	}
+	if err := proc.Start(ctx); err != nil {
+		return err
+	}
+	go func() {
+		for size := range resize {
+			_ = proc.Resize(ctx, uint32(size.Width), uint32(size.Height))
+		}
+	}()
+	select {
+	case st := <-exitC:
+		// Deleting closes the shim's end of the FIFOs: the output left in
+		// them reaches the client before the stream ends.
+		if _, err := proc.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		if code := st.ExitCode(); code != 0 {
+			return &utilexec.CodeExitError{Err: fmt.Errorf("command %q exited with %d", cmd, code), Code: int(code)}
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// nilIfNoWriter keeps a missing stream missing: cio treats a nil writer
+// as no stream.
+func nilIfNoWriter(w io.WriteCloser) io.Writer {
+	if w == nil {
+		return nil
+	}
+	return w
+}
+
+// Attach is not served yet: containers' output goes to their log.
+func (rt streamRuntime) Attach(context.Context, string, io.Reader, io.WriteCloser, io.WriteCloser, bool, <-chan remotecommand.TerminalSize) error {
+	return errdefs.ErrNotImplemented.WithMessage("attach is not supported yet")
+}
+
+// PortForward connects the stream to a port on the pod's loopback, from
+// inside the pod's network namespace.
+func (rt streamRuntime) PortForward(ctx context.Context, podSandboxID string, port int32, stream io.ReadWriteCloser) error {
+	s := rt.s
+	ctx = s.nsContext(ctx)
+	_, sb, err := s.loadSandbox(ctx, podSandboxID)
+	if err != nil {
+		return err
+	}
+	if port <= 0 || port > 65535 {
+		return errdefs.ErrInvalidArgument.WithMessage("invalid port " + strconv.Itoa(int(port)))
+	}
+	conn, err := dialInNetNS(sb.Namespaces.Net, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+	if err != nil {
+		return fmt.Errorf("connect to port %d of pod %s: %w", port, podSandboxID, err)
+	}
+	defer conn.Close()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, _ = io.Copy(conn, stream)
+		if tcp, ok := conn.(*net.TCPConn); ok {
+			_ = tcp.CloseWrite()
+		}
+	}()
+	_, err = io.Copy(stream, conn)
+	stream.Close()
+	wg.Wait()
+	return err
+}
+
+// dialInNetNS opens a TCP connection from inside a network namespace ("":
+// the host's). The socket belongs to the namespace it was made in, so
+// the thread can go back at once.
+func dialInNetNS(netns, addr string) (net.Conn, error) {
+	if netns == "" {
+		return net.Dial("tcp", addr)
+	}
+	type result struct {
+		conn net.Conn
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer unix.Close(orig)
+		target, err := unix.Open(netns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer unix.Close(target)
+		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			done <- result{err: err}
+			return
+		}
+		conn, err := net.Dial("tcp", addr)
+		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		} // else the thread stays locked and dies with the goroutine
+		done <- result{conn, err}
+	}()
+	r := <-done
+	return r.conn, r.err
+}
