@@ -16,7 +16,9 @@
 //
 // Both streams name the same URI; the shim tags each line with its stream.
 // max_line splits longer lines into partial (P) lines; -1 or absent means
-// no limit.
+// no limit. max_size, when set, makes the shim start the file over once it
+// is larger: the plugin asks for it on the log it keeps for a container
+// kubelet gave no log path, which only Attach reads.
 //
 // # Reopening a log
 //
@@ -49,27 +51,45 @@ const ReopenLogAnnotation = "io.containerd.mine.v2.reopen-log"
 // PodInitAction is the argument that runs the shim binary as a pod's init.
 const PodInitAction = "pod-init"
 
-// LogURI returns the stdio URI for a CRI log at path.
-func LogURI(path string, maxLine int) string {
+// LogURI returns the stdio URI for a CRI log at path; maxSize 0 means the
+// file grows until kubelet rotates it.
+func LogURI(path string, maxLine int, maxSize int64) string {
 	u := url.URL{Scheme: LogScheme, Path: path}
+	q := url.Values{}
 	if maxLine > 0 {
-		u.RawQuery = "max_line=" + strconv.Itoa(maxLine)
+		q.Set("max_line", strconv.Itoa(maxLine))
 	}
+	if maxSize > 0 {
+		q.Set("max_size", strconv.FormatInt(maxSize, 10))
+	}
+	u.RawQuery = q.Encode()
 	return u.String()
 }
 
-// ParseLogURI returns the path and line limit of a CRI log URI; ok is false
-// for anything else.
-func ParseLogURI(s string) (path string, maxLine int, ok bool, err error) {
+// Log is a parsed CRI log URI.
+type Log struct {
+	Path    string
+	MaxLine int   // -1: no limit
+	MaxSize int64 // 0: no limit
+}
+
+// ParseLogURI parses a CRI log URI; ok is false for anything else.
+func ParseLogURI(s string) (l Log, ok bool, err error) {
 	u, err := url.Parse(s)
 	if err != nil || u.Scheme != LogScheme {
-		return "", 0, false, nil
+		return l, false, nil
 	}
-	maxLine = -1
-	if v := u.Query().Get("max_line"); v != "" {
-		if maxLine, err = strconv.Atoi(v); err != nil {
-			return "", 0, true, fmt.Errorf("log URI %s: bad max_line: %w", s, err)
+	l = Log{Path: u.Path, MaxLine: -1}
+	q := u.Query()
+	if v := q.Get("max_line"); v != "" {
+		if l.MaxLine, err = strconv.Atoi(v); err != nil {
+			return l, true, fmt.Errorf("log URI %s: bad max_line: %w", s, err)
 		}
 	}
-	return u.Path, maxLine, true, nil
+	if v := q.Get("max_size"); v != "" {
+		if l.MaxSize, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return l, true, fmt.Errorf("log URI %s: bad max_size: %w", s, err)
+		}
+	}
+	return l, true, nil
 }

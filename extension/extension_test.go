@@ -3,15 +3,15 @@ package extension
 import "testing"
 
 func TestLogURIRoundTrip(t *testing.T) {
-	uri := LogURI("/var/log/pods/ns_pod_uid/ctr/0.log", 16384)
-	path, maxLine, ok, err := ParseLogURI(uri)
-	if err != nil || !ok || path != "/var/log/pods/ns_pod_uid/ctr/0.log" || maxLine != 16384 {
-		t.Fatalf("%s parsed as %q %d %v %v", uri, path, maxLine, ok, err)
+	uri := LogURI("/var/log/pods/ns_pod_uid/ctr/0.log", 16384, 0)
+	l, ok, err := ParseLogURI(uri)
+	if err != nil || !ok || l.Path != "/var/log/pods/ns_pod_uid/ctr/0.log" || l.MaxLine != 16384 || l.MaxSize != 0 {
+		t.Fatalf("%s parsed as %+v %v %v", uri, l, ok, err)
 	}
-	if _, _, ok, _ := ParseLogURI("/run/fifo/stdout"); ok {
+	if _, ok, _ := ParseLogURI("/run/fifo/stdout"); ok {
 		t.Fatal("a FIFO path taken for a log URI")
 	}
-	if _, maxLine, _, _ := ParseLogURI(LogURI("/l", -1)); maxLine != -1 {
-		t.Fatalf("no limit parsed as %d", maxLine)
+	if l, _, _ := ParseLogURI(LogURI("/l", -1, 1<<20)); l.MaxLine != -1 || l.MaxSize != 1<<20 {
+		t.Fatalf("parsed as %+v", l)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // crictl runs the real crictl against the daemon.
@@ -157,4 +159,49 @@ func TestCrictlPortForward(t *testing.T) {
 	if reply != "forwarded-from-the-pod\n" {
 		t.Fatalf("forwarded port answered %q", reply)
 	}
+}
+
+// TestCrictlAttach attaches to a shell started with stdin: what is typed
+// runs, its output comes back, and closing stdin ends the shell.
+func TestCrictlAttach(t *testing.T) {
+	for _, logged := range []bool{true, false} {
+		t.Run(fmt.Sprintf("log path %v", logged), func(t *testing.T) { testAttach(t, logged) })
+	}
+}
+
+func testAttach(t *testing.T, logged bool) {
+	c := newCRI(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "attach")
+	pod.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+	podID := c.runPod(t, pod)
+	cfg := containerConfig("shell", "")
+	cfg.Command = []string{"sh"}
+	cfg.Stdin, cfg.StdinOnce = true, true
+	if !logged {
+		cfg.LogPath = "" // attach then reads a log of the plugin's own
+	}
+	id := c.startContainer(t, podID, pod, cfg)
+
+	// Input that stays open: the output must come back before it ends.
+	stdinR, stdinW := io.Pipe()
+	var out buffer
+	cmd := exec.Command("crictl", "--runtime-endpoint", "unix://"+daemon.Address, "attach", "-i", id)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdinR, &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stdinW.Write([]byte("echo hello from attach; echo to-stderr >&2\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the output of what was typed", 10*time.Second, func() bool {
+		return strings.Contains(out.String(), "hello from attach") && strings.Contains(out.String(), "to-stderr")
+	})
+	stdinW.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("crictl attach: %v\n%s", err, out.String())
+	}
+	waitFor(t, "the shell to end with its input", 10*time.Second, func() bool {
+		return c.status(t, id).State == runtimeapi.ContainerState_CONTAINER_EXITED
+	})
 }

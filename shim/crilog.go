@@ -2,11 +2,14 @@ package shim
 
 import (
 	"bytes"
+
 	"io"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/mine-runtime/mine/extension"
 )
 
 // criLog writes a container's stdout and stderr to one file in the CRI
@@ -14,16 +17,22 @@ import (
 // container never waits on containerd.
 type criLog struct {
 	path    string
-	maxLine int // longer lines are split into partial lines; <= 0: no limit
+	maxLine int   // longer lines are split into partial lines; <= 0: no limit
+	maxSize int64 // the file starts over past this size; 0: no limit
 
-	mu  sync.Mutex
-	f   *os.File
-	buf []byte // reused to build entries
+	// partialDelay is how long a line start waits for its end before it
+	// is written as a partial entry (partialFlushDelay).
+	partialDelay time.Duration
+
+	mu      sync.Mutex
+	f       *os.File
+	written int64  // the file's size, for maxSize
+	buf     []byte // reused to build entries
 }
 
-func openCRILog(path string, maxLine int) (*criLog, error) {
-	l := &criLog{path: path, maxLine: maxLine}
-	return l, l.reopen()
+func openCRILog(l extension.Log) (*criLog, error) {
+	log := &criLog{path: l.Path, maxLine: l.MaxLine, maxSize: l.MaxSize, partialDelay: partialFlushDelay}
+	return log, log.reopen()
 }
 
 // reopen starts a new file at the path, as kubelet's log rotation needs.
@@ -35,9 +44,13 @@ func (l *criLog) reopen() error {
 	if err != nil {
 		return err
 	}
+	var size int64
+	if fi, err := f.Stat(); err == nil {
+		size = fi.Size()
+	}
 	l.mu.Lock()
 	old := l.f
-	l.f = f
+	l.f, l.written = f, size
 	l.mu.Unlock()
 	if old != nil {
 		old.Close()
@@ -62,8 +75,15 @@ func (l *criLog) entry(stream string, content []byte, full bool) {
 	b = append(b, content...)
 	b = append(b, '\n')
 	l.buf = b
+	if l.maxSize > 0 && l.written+int64(len(b)) > l.maxSize {
+		// Appends go to the new end: the file simply starts over.
+		if l.f.Truncate(0) == nil {
+			l.written = 0
+		}
+	}
 	// One write per entry: a reader never sees half an entry.
-	_, _ = l.f.Write(b)
+	n, _ := l.f.Write(b)
+	l.written += int64(n)
 }
 
 func (l *criLog) Close() error {
@@ -77,14 +97,24 @@ func (l *criLog) stream(name string) io.WriteCloser {
 	return &logStream{log: l, name: name}
 }
 
+// partialFlushDelay is how long the start of a line may wait for its end
+// before it is written as a partial (P) entry: a prompt, or output without
+// a newline, is then in the log (and so in attach and kubectl logs -f) at
+// once rather than when the line ends.
+const partialFlushDelay = 100 * time.Millisecond
+
 // logStream cuts what a stream writes into lines.
 type logStream struct {
 	log     *criLog
 	name    string
+	mu      sync.Mutex
 	pending []byte // the current line, not yet ended
+	timer   *time.Timer
 }
 
 func (s *logStream) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	n := len(p)
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
@@ -102,11 +132,25 @@ func (s *logStream) Write(p []byte) (int, error) {
 			s.pending = s.pending[max:]
 		}
 	}
+	if len(s.pending) > 0 && s.timer == nil {
+		s.timer = time.AfterFunc(s.log.partialDelay, s.flushPartial)
+	}
 	return n, nil
 }
 
+// flushPartial writes a line start that has waited partialFlushDelay.
+func (s *logStream) flushPartial() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.timer = nil
+	if len(s.pending) > 0 {
+		s.log.entry(s.name, s.pending, false)
+		s.pending = s.pending[:0]
+	}
+}
+
 // flush writes the pending line; a complete line longer than the limit
-// goes out as partial lines ending with a full one.
+// goes out as partial lines ending with a full one. Called with mu held.
 func (s *logStream) flush(full bool) {
 	line := s.pending
 	if max := s.log.maxLine; max > 0 {
@@ -121,6 +165,12 @@ func (s *logStream) flush(full bool) {
 
 // Close writes what is left of a last line without a newline.
 func (s *logStream) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
 	if len(s.pending) > 0 {
 		s.flush(true)
 	}

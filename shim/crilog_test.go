@@ -6,6 +6,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/mine-runtime/mine/extension"
 )
 
 var entryRE = regexp.MustCompile(`^(\S+) (stdout|stderr) ([PF]) (.*)$`)
@@ -29,10 +32,11 @@ func readEntries(t *testing.T, path string) [][]string {
 
 func TestCRILogFormatAndSplitting(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "0.log")
-	l, err := openCRILog(path, 8)
+	l, err := openCRILog(extension.Log{Path: path, MaxLine: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.partialDelay = time.Hour // this test is about whole lines
 	out, errs := l.stream("stdout"), l.stream("stderr")
 	out.Write([]byte("hello\nwor"))
 	errs.Write([]byte("oops\n"))
@@ -63,7 +67,7 @@ func TestCRILogFormatAndSplitting(t *testing.T) {
 func TestCRILogReopen(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "0.log")
-	l, err := openCRILog(path, -1)
+	l, err := openCRILog(extension.Log{Path: path, MaxLine: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,5 +86,55 @@ func TestCRILogReopen(t *testing.T) {
 	}
 	if e := readEntries(t, path); len(e) != 1 || e[0][2] != "after" {
 		t.Fatalf("new file: %v", e)
+	}
+}
+
+func TestCRILogMaxSizeStartsOver(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "0.log")
+	l, err := openCRILog(extension.Log{Path: path, MaxLine: -1, MaxSize: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s := l.stream("stdout")
+	for i := 0; i < 20; i++ {
+		s.Write([]byte("a line of some length\n"))
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() > 200 || fi.Size() == 0 {
+		t.Fatalf("log of %d bytes with max_size 200", fi.Size())
+	}
+	readEntries(t, path) // still whole entries only
+}
+
+// TestCRILogFlushesALineStartThatWaits writes a prompt without a newline:
+// it reaches the log as a partial entry without waiting for the line's end.
+func TestCRILogFlushesALineStartThatWaits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "0.log")
+	l, err := openCRILog(extension.Log{Path: path, MaxLine: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s := l.stream("stdout")
+	s.Write([]byte("password: "))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if data, _ := os.ReadFile(path); len(data) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a line start without its end never reached the log")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.Write([]byte("secret\n"))
+	s.Close()
+	got := readEntries(t, path)
+	if len(got) != 2 || strings.Join(got[0], " ") != "stdout P password: " || strings.Join(got[1], " ") != "stdout F secret" {
+		t.Fatalf("entries %q", got)
 	}
 }

@@ -173,13 +173,13 @@ func (pio *processIO) output(path, stream string) (io.WriteCloser, error) {
 	if path == "" {
 		return nopWriteCloser{io.Discard}, nil
 	}
-	logPath, maxLine, isLog, err := extension.ParseLogURI(path)
+	logURI, isLog, err := extension.ParseLogURI(path)
 	if err != nil {
 		return nil, err
 	}
 	if isLog {
 		if pio.log == nil {
-			if pio.log, err = openCRILog(logPath, maxLine); err != nil {
+			if pio.log, err = openCRILog(logURI); err != nil {
 				return nil, fmt.Errorf("open container log: %w", err)
 			}
 			pio.closers = append(pio.closers, pio.log)

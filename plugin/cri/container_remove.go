@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"os"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
@@ -46,6 +47,8 @@ func (s *Service) removeContainer(ctx context.Context, id string) error {
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return err
 	}
+	s.stdins.close(id)
+	os.RemoveAll(s.containerDir(id))
 	s.names.release(kindContainer, m.Name, id)
 	return nil
 }

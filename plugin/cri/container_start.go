@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
@@ -32,13 +33,21 @@ func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContain
 	if _, sb, err := s.loadSandbox(ctx, m.SandboxID); err != nil || !sb.Ready {
 		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("pod sandbox " + m.SandboxID + " is not ready"))
 	}
-	task, err := c.NewTask(ctx, s.logIO(m))
+	var stdin string
+	if m.config.GetStdin() {
+		if stdin, err = s.stdins.open(s.containerDir(id), id); err != nil {
+			return nil, toStatus(fmt.Errorf("stdin: %w", err))
+		}
+	}
+	task, err := c.NewTask(ctx, s.logIO(m, stdin))
 	if err != nil {
+		s.stdins.close(id)
 		return nil, toStatus(fmt.Errorf("create task: %w", err))
 	}
 	defer func() {
 		if retErr != nil {
 			task.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+			s.stdins.close(id)
 		}
 	}()
 	if err := task.Start(ctx); err != nil {
@@ -50,19 +59,36 @@ func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContain
 	return &runtimeapi.StartContainerResponse{}, nil
 }
 
-// logIO hands the container's stdio to the shim as a CRI log (package
-// extension), or to nowhere without a log path.
-func (s *Service) logIO(m *containerMeta) cio.Creator {
-	var stdout, stderr string
-	if m.LogPath != "" {
-		stdout = extension.LogURI(m.LogPath, s.config.MaxContainerLogLineSize)
-		if !m.config.GetTty() {
-			stderr = stdout
-		}
+// logIO hands the container's output to the shim as a CRI log (package
+// extension), or to nowhere without a log path, and its input, if it has
+// any, from the stdin FIFO Attach writes to.
+func (s *Service) logIO(m *containerMeta, stdin string) cio.Creator {
+	// A container kubelet gave no log path still logs, to a small file of
+	// ours that starts over at internalLogSize: Attach reads it.
+	var maxSize int64
+	if m.LogPath == "" {
+		maxSize = internalLogSize
+	}
+	stdout := extension.LogURI(s.outputLog(m), s.config.MaxContainerLogLineSize, maxSize)
+	stderr := stdout
+	if m.config.GetTty() {
+		stderr = ""
 	}
 	return func(string) (cio.IO, error) {
-		return &uriIO{cfg: cio.Config{Stdout: stdout, Stderr: stderr, Terminal: m.config.GetTty()}}, nil
+		return &uriIO{cfg: cio.Config{Stdin: stdin, Stdout: stdout, Stderr: stderr, Terminal: m.config.GetTty()}}, nil
 	}
+}
+
+// internalLogSize bounds the log of a container without a log path.
+const internalLogSize = 1 << 20
+
+// outputLog is where a container's output is logged: its log path, or a
+// file of the plugin's.
+func (s *Service) outputLog(m *containerMeta) string {
+	if m.LogPath != "" {
+		return m.LogPath
+	}
+	return filepath.Join(s.containerDir(m.ID), "output.log")
 }
 
 // uriIO is stdio the shim handles alone: there is nothing to copy here.

@@ -56,6 +56,7 @@ type Service struct {
 	locks   keyedMutex
 	cpu     cpuSamples
 	streams streaming.Server
+	stdins  stdinFIFOs
 	// oomKilled remembers containers the OOM killer acted in until their
 	// exit is recorded, which then gets the reason OOMKilled.
 	oomKilled sync.Map
@@ -124,3 +125,4 @@ func guarded(desc grpc.ServiceDesc) *grpc.ServiceDesc {
 
 func (s *Service) sandboxDir(id string) string   { return filepath.Join(s.rootDir, "sandboxes", id) }
 func (s *Service) sandboxState(id string) string { return filepath.Join(s.stateDir, "sandboxes", id) }
+func (s *Service) containerDir(id string) string { return filepath.Join(s.stateDir, "containers", id) }

@@ -139,11 +139,6 @@ func nilIfNoWriter(w io.WriteCloser) io.Writer {
 	return w
 }
 
-// Attach is not served yet: containers' output goes to their log.
-func (rt streamRuntime) Attach(context.Context, string, io.Reader, io.WriteCloser, io.WriteCloser, bool, <-chan remotecommand.TerminalSize) error {
-	return errdefs.ErrNotImplemented.WithMessage("attach is not supported yet")
-}
-
 // PortForward connects the stream to a port on the pod's loopback, from
 // inside the pod's network namespace.
 func (rt streamRuntime) PortForward(ctx context.Context, podSandboxID string, port int32, stream io.ReadWriteCloser) error {
