@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
@@ -43,6 +44,10 @@ func serve(ctx context.Context, f flags) error {
 		return fmt.Errorf("shim socket (fd 3): %w", err)
 	}
 	socketPath := l.Addr().String()
+	var socketInode uint64
+	if fi, err := os.Stat(socketPath); err == nil {
+		socketInode = fi.Sys().(*syscall.Stat_t).Ino
+	}
 
 	fwd := &forwarder{address: os.Getenv(ttrpcAddressEnv)}
 	events := newEventQueue(fwd.send, f.namespace)
@@ -85,8 +90,12 @@ loop:
 	_ = server.Shutdown(sctx)
 	events.close()
 	fwd.close()
-	if err := os.Remove(socketPath); err != nil && !os.IsNotExist(err) {
-		log.G(ctx).WithError(err).Warn("remove shim socket")
+	// Only our own socket: a shim started for the pod since may already
+	// serve a new one at the same path.
+	if fi, err := os.Stat(socketPath); err == nil && fi.Sys().(*syscall.Stat_t).Ino == socketInode {
+		if err := os.Remove(socketPath); err != nil && !os.IsNotExist(err) {
+			log.G(ctx).WithError(err).Warn("remove shim socket")
+		}
 	}
 	signal.Stop(signals)
 	return nil

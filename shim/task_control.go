@@ -24,7 +24,10 @@ import (
 func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptyResponse, error) {
 	s.mu.Lock()
 	c, p, err := s.lookup(r.ID, r.ExecID)
-	if err == nil && !r.All {
+	// An exec that has exited has no pid any more: its old one may belong
+	// to another process by now. Only the init goes through runc, which
+	// knows whether the container still has processes for --all.
+	if err == nil && (!r.All || !p.isInit()) {
 		err = p.checkAlive()
 	}
 	s.mu.Unlock()
@@ -202,7 +205,7 @@ func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 // after every task delete, and the shim serves the whole pod.
 func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*emptyResponse, error) {
 	s.mu.Lock()
-	n := len(s.containers)
+	n := len(s.containers) + len(s.creating)
 	s.mu.Unlock()
 	if n > 0 && !r.Now {
 		return empty, nil

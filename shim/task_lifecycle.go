@@ -93,6 +93,11 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 
 	s.beginStart()
 	pid, err := s.runcCreate(ctx, c)
+	if err == nil {
+		// Before the container is visible to other RPCs.
+		c.init.pid = pid
+		s.watchContainer(c)
+	}
 	s.mu.Lock()
 	if err == nil {
 		s.containers[r.ID] = c
@@ -101,11 +106,13 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	s.mu.Unlock()
 	if err != nil {
 		pio.Close()
+		if c.stopOOMWatch != nil {
+			c.stopOOMWatch()
+		}
 		_ = c.runc.Delete(context.WithoutCancel(ctx), r.ID, &runc.DeleteOpts{Force: true})
 		return nil, err
 	}
 
-	s.watchContainer(c)
 	s.publish(runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
 		ContainerID: r.ID,
 		Bundle:      r.Bundle,

@@ -14,9 +14,9 @@ import (
 // CreateContainer creates a container in a pod: a containerd container
 // with a snapshot of its image and the OCI spec built from the image and
 // the CRI config. Nothing runs until StartContainer.
-func (s *Service) CreateContainer(ctx context.Context, r *runtimeapi.CreateContainerRequest) (_ *runtimeapi.CreateContainerResponse, retErr error) {
+func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateContainerRequest) (_ *runtimeapi.CreateContainerResponse, retErr error) {
 	// As with RunPodSandbox, a retry finds what the first attempt made.
-	ctx = context.WithoutCancel(s.nsContext(ctx))
+	ctx := context.WithoutCancel(s.nsContext(reqCtx))
 	cfg := r.GetConfig()
 	if cfg.GetMetadata().GetName() == "" {
 		return nil, toStatus(invalid("container config needs metadata with a name"))
@@ -28,6 +28,9 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtimeapi.CreateConta
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	// The pod cannot be stopped or removed while a container joins it.
+	unlock := s.lock(sandboxID)
+	defer unlock()
 	_, sb, err := s.loadSandbox(ctx, sandboxID)
 	if err != nil {
 		return nil, toStatus(err)
@@ -42,7 +45,11 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtimeapi.CreateConta
 
 	name := containerName(sandboxID, cfg.GetMetadata())
 	id := newID()
-	if holder := s.names.reserve(kindContainer, name, id); holder != nil {
+	holder, err := s.names.reserve(reqCtx, kindContainer, name, id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if holder != nil {
 		if _, m, err := s.loadContainer(ctx, holder.id); err == nil && proto.Equal(m.config, cfg) {
 			return &runtimeapi.CreateContainerResponse{ContainerId: holder.id}, nil
 		}

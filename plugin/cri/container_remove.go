@@ -48,6 +48,8 @@ func (s *Service) removeContainer(ctx context.Context, id string) error {
 		return err
 	}
 	s.stdins.close(id)
+	s.cpu.forget(id)
+	s.oomKilled.Delete(id)
 	os.RemoveAll(s.containerDir(id))
 	s.names.release(kindContainer, m.Name, id)
 	return nil

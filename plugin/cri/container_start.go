@@ -21,10 +21,17 @@ func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContain
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	unlock := s.lock(id)
-	defer unlock()
 	c, m, err := s.loadContainer(ctx, id)
 	if err != nil {
+		return nil, toStatus(err)
+	}
+	// The pod, then the container: the pod cannot be stopped under a
+	// container starting in it.
+	unlockPod := s.lock(m.SandboxID)
+	defer unlockPod()
+	unlock := s.lock(id)
+	defer unlock()
+	if _, m, err = s.loadContainer(ctx, id); err != nil {
 		return nil, toStatus(err)
 	}
 	if m.StartedAt != 0 || m.FinishedAt != 0 {

@@ -40,9 +40,6 @@ func (s *Service) UpdateContainerResources(ctx context.Context, r *runtimeapi.Up
 		}
 	}
 	spec.Linux.Resources = updated
-	if err := c.Update(ctx, containerd.UpdateContainerOpts(containerd.WithSpec(spec))); err != nil {
-		return nil, toStatus(err)
-	}
 	_, err = s.updateContainerMeta(ctx, c, func(m *containerMeta) {
 		if m.config.Linux == nil {
 			m.config.Linux = &runtimeapi.LinuxContainerConfig{}
@@ -51,7 +48,7 @@ func (s *Service) UpdateContainerResources(ctx context.Context, r *runtimeapi.Up
 		if raw, err := proto.Marshal(m.config); err == nil {
 			m.Config = raw
 		}
-	})
+	}, containerd.UpdateContainerOpts(containerd.WithSpec(spec)))
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -86,21 +86,17 @@ func (s *Service) reap(ctx context.Context, c containerd.Container) error {
 		if st.Status != containerd.Stopped {
 			return nil // still running: not an exit of this container
 		}
-		// The cgroup still counts OOM kills until the task is deleted: it
-		// settles the reason even before the TaskOOM event is handled.
-		if st.ExitStatus != 0 && oomKilledByCgroup(ctx, task) {
-			s.oomKilled.Store(c.ID(), true)
+		code, reason = st.ExitStatus, "Completed"
+		if !st.ExitTime.IsZero() {
+			finished = st.ExitTime
 		}
-		exit, err := task.Delete(ctx)
-		if err != nil && !errdefs.IsNotFound(err) {
-			return err
-		}
-		if exit != nil {
-			code, finished = exit.ExitCode(), exit.ExitTime()
-		}
-		reason = "Completed"
 		if code != 0 {
 			reason = "Error"
+		}
+		// The cgroup still counts OOM kills until the task is deleted: it
+		// settles the reason even before the TaskOOM event is handled.
+		if code != 0 && oomKilledByCgroup(ctx, task) {
+			s.oomKilled.Store(c.ID(), true)
 		}
 	case !errdefs.IsNotFound(err):
 		return err
@@ -108,26 +104,21 @@ func (s *Service) reap(ctx context.Context, c containerd.Container) error {
 	if _, oom := s.oomKilled.LoadAndDelete(c.ID()); oom {
 		reason = "OOMKilled"
 	}
-	_, err = s.updateContainerMeta(ctx, c, func(m *containerMeta) {
+	// The exit is recorded first: a task that cannot be deleted yet must
+	// not keep the container looking alive. RemoveContainer deletes it.
+	if _, err := s.updateContainerMeta(ctx, c, func(m *containerMeta) {
 		m.FinishedAt = finished.UnixNano()
 		m.ExitCode = int32(code)
 		m.Reason = reason
-	})
-	return err
-}
-
-// reconcileExits records the exits of containers believed running whose
-// task has stopped.
-func (s *Service) reconcileExits(ctx context.Context) {
-	for _, id := range s.names.list(kindContainer) {
-		c, m, err := s.loadContainer(ctx, id)
-		if err != nil || m.StartedAt == 0 || m.FinishedAt != 0 {
-			continue
-		}
-		if err := s.reap(ctx, c); err != nil {
-			log.G(ctx).WithError(err).WithField("id", id).Warn("record a missed exit")
+	}); err != nil {
+		return err
+	}
+	if task != nil {
+		if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+			log.G(ctx).WithError(err).WithField("id", c.ID()).Warn("delete exited task; RemoveContainer will retry")
 		}
 	}
+	return nil
 }
 
 // oomKilledByCgroup tells whether the OOM killer acted in a task's cgroup.
@@ -147,4 +138,18 @@ func oomKilledByCgroup(ctx context.Context, task containerd.Task) bool {
 		return s.GetMemoryEvents().GetOomKill() > 0
 	}
 	return false
+}
+
+// reconcileExits records the exits of containers believed running whose
+// task has stopped.
+func (s *Service) reconcileExits(ctx context.Context) {
+	for _, id := range s.names.list(kindContainer) {
+		c, m, err := s.loadContainer(ctx, id)
+		if err != nil || m.StartedAt == 0 || m.FinishedAt != 0 {
+			continue
+		}
+		if err := s.reap(ctx, c); err != nil {
+			log.G(ctx).WithError(err).WithField("id", id).Warn("record a missed exit")
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package cri
 
 import (
+	"context"
 	"strings"
 	"sync"
 
@@ -35,8 +36,9 @@ func newNameIndex() *nameIndex {
 }
 
 // reserve claims name for id. If the name is taken, it returns the holder's
-// reservation instead, once the request that made it has finished.
-func (n *nameIndex) reserve(kind, name, id string) (holder *reservation) {
+// reservation instead, once the request that made it has finished, or the
+// context's error if the caller stops waiting first.
+func (n *nameIndex) reserve(ctx context.Context, kind, name, id string) (holder *reservation, err error) {
 	key := kind + "/" + name
 	for {
 		n.mu.Lock()
@@ -44,15 +46,19 @@ func (n *nameIndex) reserve(kind, name, id string) (holder *reservation) {
 		if !taken {
 			n.names[key] = &reservation{id: id, done: make(chan struct{})}
 			n.mu.Unlock()
-			return nil
+			return nil, nil
 		}
 		n.mu.Unlock()
-		<-r.done
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 		n.mu.Lock()
 		held := r.ok && n.names[key] == r
 		n.mu.Unlock()
 		if held {
-			return r
+			return r, nil
 		}
 		// The first attempt failed and gave the name back: try again.
 	}

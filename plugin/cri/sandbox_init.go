@@ -62,7 +62,7 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 	if err != nil {
 		return nil, false, fmt.Errorf("the pod init is the shim binary: %w", err)
 	}
-	root := filepath.Join(s.sandboxState(m.ID), "init-root")
+	root := filepath.Join(s.sandboxStateDir(m.ID), "init-root")
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, false, err
 	}

@@ -24,7 +24,7 @@ func (s *Service) ListPodSandbox(ctx context.Context, r *runtimeapi.ListPodSandb
 		if err != nil {
 			continue
 		}
-		state := sandboxState(m)
+		state := s.sandboxState(m)
 		if f.GetState() != nil && f.GetState().GetState() != state {
 			continue
 		}

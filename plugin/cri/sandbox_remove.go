@@ -39,7 +39,7 @@ func (s *Service) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodS
 	} else if !errdefs.IsNotFound(err) {
 		return nil, toStatus(err)
 	}
-	os.RemoveAll(s.sandboxState(id))
+	os.RemoveAll(s.sandboxStateDir(id))
 	os.RemoveAll(s.sandboxDir(id))
 	return &runtimeapi.RemovePodSandboxResponse{}, nil
 }

@@ -29,10 +29,10 @@ const podShmSize = 64 << 20
 // RunPodSandbox creates a pod: its namespaces, pinned without any process
 // or image; its network through CNI; its /etc/hosts, /etc/resolv.conf,
 // /etc/hostname and /dev/shm. Containers join all of it when they start.
-func (s *Service) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxRequest) (_ *runtimeapi.RunPodSandboxResponse, retErr error) {
+func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSandboxRequest) (_ *runtimeapi.RunPodSandboxResponse, retErr error) {
 	// A client that gives up does not stop the pod being made: its retry
 	// is then handed the pod, rather than finding half of one.
-	ctx = context.WithoutCancel(s.nsContext(ctx))
+	ctx := context.WithoutCancel(s.nsContext(reqCtx))
 	cfg := r.GetConfig()
 	md := cfg.GetMetadata()
 	if md == nil || md.Name == "" || md.Namespace == "" || md.Uid == "" {
@@ -46,7 +46,11 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandbox
 
 	name := sandboxName(md)
 	id := newID()
-	if holder := s.names.reserve(kindSandbox, name, id); holder != nil {
+	holder, err := s.names.reserve(reqCtx, kindSandbox, name, id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if holder != nil {
 		// A retry of a request whose first attempt finished after the client
 		// gave up gets the pod that attempt made.
 		if _, m, err := s.loadSandbox(ctx, holder.id); err == nil && proto.Equal(m.config, cfg) && m.RuntimeHandler == handler {
@@ -60,7 +64,7 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandbox
 	cleanupCtx := ctx
 	var undo []func()
 	defer func() {
-		if retErr != nil {
+		if !created { // an error, or a panic on its way up
 			for i := len(undo) - 1; i >= 0; i-- {
 				undo[i]()
 			}
@@ -69,7 +73,7 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandbox
 
 	hostNet := nsOpts.GetNetwork() == runtimeapi.NamespaceMode_NODE
 	hostIPC := nsOpts.GetIpc() == runtimeapi.NamespaceMode_NODE
-	state := s.sandboxState(id)
+	state := s.sandboxStateDir(id)
 	if err := os.MkdirAll(state, 0o711); err != nil {
 		return nil, toStatus(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -22,7 +23,7 @@ func (s *Service) PodSandboxStatus(ctx context.Context, r *runtimeapi.PodSandbox
 	st := &runtimeapi.PodSandboxStatus{
 		Id:             m.ID,
 		Metadata:       m.config.GetMetadata(),
-		State:          sandboxState(m),
+		State:          s.sandboxState(m),
 		CreatedAt:      m.CreatedAt,
 		Labels:         m.config.GetLabels(),
 		Annotations:    m.config.GetAnnotations(),
@@ -42,7 +43,7 @@ func (s *Service) PodSandboxStatus(ctx context.Context, r *runtimeapi.PodSandbox
 		info, _ := json.Marshal(map[string]any{
 			"namespaces":      m.Namespaces,
 			"runtimeHandler":  m.RuntimeHandler,
-			"sandboxState":    s.sandboxState(id),
+			"sandboxState":    s.sandboxStateDir(id),
 			"pinnedNamespace": true,
 		})
 		resp.Info = map[string]string{"info": string(info)}
@@ -53,11 +54,12 @@ func (s *Service) PodSandboxStatus(ctx context.Context, r *runtimeapi.PodSandbox
 // sandboxState is READY while the pod's namespaces are there: after a
 // reboot they are not, whatever was recorded, and kubelet must make the
 // pod again.
-func sandboxState(m *sandboxMeta) runtimeapi.PodSandboxState {
+func (s *Service) sandboxState(m *sandboxMeta) runtimeapi.PodSandboxState {
 	if !m.Ready {
 		return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
 	}
-	for _, p := range []string{m.Namespaces.Net, m.Namespaces.IPC, m.Namespaces.UTS} {
+	// The pod's files live in the volatile state directory too.
+	for _, p := range []string{m.Namespaces.Net, m.Namespaces.IPC, m.Namespaces.UTS, filepath.Join(s.sandboxStateDir(m.ID), "hosts")} {
 		if p == "" {
 			continue
 		}

@@ -56,7 +56,7 @@ func (s *Service) stopSandbox(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	state := s.sandboxState(id)
+	state := s.sandboxStateDir(id)
 	if err := unix.Unmount(filepath.Join(state, "shm"), unix.MNT_DETACH); err != nil && err != unix.EINVAL && !os.IsNotExist(err) {
 		log.G(ctx).WithError(err).Warn("unmount pod /dev/shm")
 	}

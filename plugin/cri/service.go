@@ -123,6 +123,8 @@ func guarded(desc grpc.ServiceDesc) *grpc.ServiceDesc {
 	return &desc
 }
 
-func (s *Service) sandboxDir(id string) string   { return filepath.Join(s.rootDir, "sandboxes", id) }
-func (s *Service) sandboxState(id string) string { return filepath.Join(s.stateDir, "sandboxes", id) }
+func (s *Service) sandboxDir(id string) string { return filepath.Join(s.rootDir, "sandboxes", id) }
+func (s *Service) sandboxStateDir(id string) string {
+	return filepath.Join(s.stateDir, "sandboxes", id)
+}
 func (s *Service) containerDir(id string) string { return filepath.Join(s.stateDir, "containers", id) }

@@ -57,7 +57,7 @@ func (s *Service) specOpts(ctx context.Context, id string, cfg *runtimeapi.Conta
 	}
 
 	sc := cfg.GetLinux().GetSecurityContext()
-	state := s.sandboxState(sb.ID)
+	state := s.sandboxStateDir(sb.ID)
 	mounts, err := containerMounts(cfg, state, sb, sc)
 	if err != nil {
 		return nil, err
@@ -466,8 +466,11 @@ func toOCIResources(r *runtimeapi.LinuxContainerResources, out *specs.LinuxResou
 	if v := r.GetMemorySwapLimitInBytes(); v > 0 {
 		out.Memory.Swap = &v
 	}
-	for _, h := range r.GetHugepageLimits() {
-		out.HugepageLimits = append(out.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: h.PageSize, Limit: h.Limit})
+	if limits := r.GetHugepageLimits(); len(limits) > 0 {
+		out.HugepageLimits = nil // replaced, not added to: updates repeat them
+		for _, h := range limits {
+			out.HugepageLimits = append(out.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: h.PageSize, Limit: h.Limit})
+		}
 	}
 	if len(r.GetUnified()) > 0 {
 		out.Unified = r.GetUnified()

@@ -46,6 +46,12 @@ func (c *cpuSamples) rate(id string, now cpuSample) uint64 {
 	return uint64(float64(now.usage-prev.usage) / now.at.Sub(prev.at).Seconds())
 }
 
+func (c *cpuSamples) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.last, id)
+}
+
 // usage is what cgroup metrics say of a container, in CRI terms.
 type usage struct {
 	cpuNanos                       uint64

@@ -3,7 +3,12 @@ package cri
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
+
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -136,7 +141,9 @@ func (s *Service) loadContainer(ctx context.Context, id string) (containerd.Cont
 // updateContainerMeta changes a container's metadata in containerd. The
 // read and the write are one step: a start and an exit recorded at once
 // must not undo each other.
-func (s *Service) updateContainerMeta(ctx context.Context, c containerd.Container, change func(*containerMeta)) (*containerMeta, error) {
+// Changes to the record that go with it (extra) are made in the same
+// update, so that none undoes another.
+func (s *Service) updateContainerMeta(ctx context.Context, c containerd.Container, change func(*containerMeta), extra ...containerd.UpdateContainerOpts) (*containerMeta, error) {
 	unlock := s.lock(c.ID() + "/meta")
 	defer unlock()
 	_, m, err := s.loadContainer(ctx, c.ID())
@@ -144,7 +151,7 @@ func (s *Service) updateContainerMeta(ctx context.Context, c containerd.Containe
 		return nil, err
 	}
 	change(m)
-	return m, c.Update(ctx, withMeta(m))
+	return m, c.Update(ctx, append(extra, withMeta(m))...)
 }
 
 // recover rebuilds the name index from containerd after a restart; exits
@@ -154,6 +161,7 @@ func (s *Service) recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer s.sweepOrphanSandboxes(ctx)
 	for _, c := range list {
 		labels, err := c.Labels(ctx)
 		if err != nil {
@@ -174,3 +182,42 @@ func (s *Service) recover(ctx context.Context) error {
 }
 
 func nowNano() int64 { return time.Now().UnixNano() }
+
+// sweepOrphanSandboxes releases what a RunPodSandbox that never finished
+// (the daemon died in it) left behind: pinned namespaces, the pod's
+// /dev/shm, its CNI attachment (and so its IP), its files.
+func (s *Service) sweepOrphanSandboxes(ctx context.Context) {
+	entries, err := os.ReadDir(filepath.Join(s.stateDir, "sandboxes"))
+	if err != nil {
+		return
+	}
+	known := map[string]bool{}
+	for _, id := range s.names.list(kindSandbox) {
+		known[id] = true
+	}
+	for _, e := range entries {
+		id := e.Name()
+		if known[id] {
+			continue
+		}
+		dir := s.sandboxStateDir(id)
+		paths := podns.Paths{}
+		for kind, p := range map[string]*string{"net": &paths.Net, "ipc": &paths.IPC, "uts": &paths.UTS} {
+			if _, err := os.Stat(filepath.Join(dir, "ns", kind)); err == nil {
+				*p = filepath.Join(dir, "ns", kind)
+			}
+		}
+		if paths.Net != "" {
+			if err := s.network.teardown(ctx, id, paths.Net, &runtimeapi.PodSandboxConfig{}); err != nil {
+				log.G(ctx).WithError(err).WithField("id", id).Warn("CNI DEL for an unfinished pod")
+			}
+		}
+		unix.Unmount(filepath.Join(dir, "shm"), unix.MNT_DETACH)
+		if err := podns.Remove(paths); err != nil {
+			log.G(ctx).WithError(err).WithField("id", id).Warn("unpin an unfinished pod's namespaces")
+			continue
+		}
+		os.RemoveAll(dir)
+		log.G(ctx).WithField("id", id).Info("released what an unfinished RunPodSandbox left")
+	}
+}

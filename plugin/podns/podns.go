@@ -93,7 +93,10 @@ func pinOnThisThread(flags int, paths Paths, hostname string) (restored bool, er
 	for _, kind := range []string{"net", "ipc", "uts"} {
 		fd, err := unix.Open("/proc/thread-self/ns/"+kind, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return true, err
+			for _, fd := range orig {
+				unix.Close(fd)
+			}
+			return true, err // nothing was changed yet
 		}
 		orig = append(orig, fd)
 	}
