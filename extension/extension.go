@@ -27,6 +27,18 @@
 // for the container with the ReopenLogAnnotation annotation and no
 // resources; the shim then closes and reopens the log file.
 //
+// # Container stdin
+//
+// A container started with stdin reads it from a FIFO the plugin writes to
+// when a client attaches. Unless the container's stdin is "once", its
+// input must outlive any writer, the plugin itself included (a restarted
+// containerd opens the FIFO again): the plugin then names it
+//
+//	stdin:///run/containerd/.../stdin?keep_open=1
+//
+// and the shim holds a write end of its own, so it never reads end of
+// file. A plain path is a FIFO read until its writers close it.
+//
 // # A pod's init
 //
 // A pod whose containers share one PID namespace needs a process to hold
@@ -50,6 +62,25 @@ const ReopenLogAnnotation = "io.containerd.mine.v2.reopen-log"
 
 // PodInitAction is the argument that runs the shim binary as a pod's init.
 const PodInitAction = "pod-init"
+
+// StdinScheme is the scheme of a kept-open stdin FIFO.
+const StdinScheme = "stdin"
+
+// KeptOpenStdinURI names a stdin FIFO the shim keeps open for writing.
+func KeptOpenStdinURI(path string) string {
+	u := url.URL{Scheme: StdinScheme, Path: path, RawQuery: "keep_open=1"}
+	return u.String()
+}
+
+// ParseStdin returns a stdin FIFO's path and whether the shim keeps a
+// write end open.
+func ParseStdin(s string) (path string, keepOpen bool) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != StdinScheme {
+		return s, false
+	}
+	return u.Path, u.Query().Get("keep_open") == "1"
+}
 
 // LogURI returns the stdio URI for a CRI log at path; maxSize 0 means the
 // file grows until kubelet rotates it.

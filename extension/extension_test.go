@@ -15,3 +15,12 @@ func TestLogURIRoundTrip(t *testing.T) {
 		t.Fatalf("parsed as %+v", l)
 	}
 }
+
+func TestStdinURI(t *testing.T) {
+	if p, keep := ParseStdin(KeptOpenStdinURI("/run/x/stdin")); p != "/run/x/stdin" || !keep {
+		t.Fatalf("parsed as %q %v", p, keep)
+	}
+	if p, keep := ParseStdin("/run/fifo/stdin"); p != "/run/fifo/stdin" || keep {
+		t.Fatalf("a plain path parsed as %q %v", p, keep)
+	}
+}

@@ -205,3 +205,46 @@ func testAttach(t *testing.T, logged bool) {
 		return c.status(t, id).State == runtimeapi.ContainerState_CONTAINER_EXITED
 	})
 }
+
+// TestAttachStdinSurvivesRestart: a container whose stdin is not "once"
+// keeps reading input across attaches and across a containerd restart.
+func TestAttachStdinSurvivesRestart(t *testing.T) {
+	c := newCRI(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "stdinrestart")
+	podID := c.runPod(t, pod)
+	cfg := containerConfig("cat", "")
+	cfg.Command = []string{"cat"}
+	cfg.Stdin = true
+	id := c.startContainer(t, podID, pod, cfg)
+
+	attach := func(line string) {
+		t.Helper()
+		stdinR, stdinW := io.Pipe()
+		var out buffer
+		cmd := exec.Command("crictl", "--runtime-endpoint", "unix://"+daemon.Address, "attach", "-i", id)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = stdinR, &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { stdinW.Close(); cmd.Process.Kill(); cmd.Wait() }()
+		if _, err := stdinW.Write([]byte(line + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "cat to echo "+line, 10*time.Second, func() bool { return strings.Contains(out.String(), line) })
+	}
+	attach("before-restart")
+	attach("second-attach")
+
+	if err := daemon.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := daemon.Start(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	c = newCRI(t)
+	if st := c.status(t, id); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("cat stopped with containerd: %v (%s)", st.State, st.Reason)
+	}
+	attach("after-restart")
+}

@@ -256,8 +256,16 @@ func openOutput(path string) (io.WriteCloser, error) {
 	return f, nil
 }
 
-func openInput(path string) (io.ReadCloser, error) {
-	f, err := fifo.OpenFifo(context.Background(), path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+// openInput opens the stdin FIFO. One kept open (package extension) is
+// opened read-write: the shim being a writer too, the process never reads
+// end of file, whoever else comes and goes.
+func openInput(uri string) (io.ReadCloser, error) {
+	path, keepOpen := extension.ParseStdin(uri)
+	flag := syscall.O_RDONLY | syscall.O_NONBLOCK
+	if keepOpen {
+		flag = syscall.O_RDWR
+	}
+	f, err := fifo.OpenFifo(context.Background(), path, flag, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open stdin %s: %w", path, err)
 	}

@@ -59,11 +59,21 @@ func (f *stdinFIFOs) open(dir, id string) (string, error) {
 }
 
 // take returns the stdin of a container; with once, the caller owns it
-// and its closing is the container's end of input.
-func (f *stdinFIFOs) take(id string, once bool) *os.File {
+// and its closing is the container's end of input. After a restart the
+// daemon has no writer yet: it opens the FIFO again, which the shim kept
+// open for a container whose stdin is not once.
+func (f *stdinFIFOs) take(dir, id string, once bool) *os.File {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	file := f.files[id]
+	if file == nil && !once {
+		if reopened, err := os.OpenFile(filepath.Join(dir, "stdin"), os.O_RDWR, 0); err == nil {
+			if f.files == nil {
+				f.files = map[string]*os.File{}
+			}
+			f.files[id], file = reopened, reopened
+		}
+	}
 	if once {
 		delete(f.files, id)
 	}
@@ -71,8 +81,11 @@ func (f *stdinFIFOs) take(id string, once bool) *os.File {
 }
 
 func (f *stdinFIFOs) close(id string) {
-	if file := f.take(id, true); file != nil {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if file := f.files[id]; file != nil {
 		file.Close()
+		delete(f.files, id)
 	}
 }
 
@@ -123,7 +136,7 @@ func (rt streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out
 		}
 	}
 	if in != nil {
-		stdin := s.stdins.take(c.ID(), m.config.GetStdinOnce())
+		stdin := s.stdins.take(s.containerDir(c.ID()), c.ID(), m.config.GetStdinOnce())
 		if stdin == nil {
 			if tail != nil {
 				tail.Close()

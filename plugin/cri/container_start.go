@@ -45,6 +45,9 @@ func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContain
 		if stdin, err = s.stdins.open(s.containerDir(id), id); err != nil {
 			return nil, toStatus(fmt.Errorf("stdin: %w", err))
 		}
+		if !m.config.GetStdinOnce() {
+			stdin = extension.KeptOpenStdinURI(stdin)
+		}
 	}
 	task, err := c.NewTask(ctx, s.logIO(m, stdin))
 	if err != nil {
