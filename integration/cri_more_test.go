@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -146,6 +147,45 @@ func TestCRIPodSharesOnePIDNamespace(t *testing.T) {
 	if !strings.Contains(out, "sleep 601") || !strings.Contains(out, "1 /pod-init pod-init") {
 		t.Fatalf("processes seen from container a:\n%s", out)
 	}
+
+	// Without its init the pod is not ready, and no container joins a PID
+	// namespace that is gone.
+	for _, e := range procEntries(t) {
+		if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", e)); strings.HasPrefix(string(cmd), "/pod-init\x00pod-init") {
+			if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", e)); ns == mustReadlink(t, fmt.Sprintf("/proc/%d/ns/pid", c.pid(t, aID))) {
+				syscall.Kill(e, syscall.SIGKILL) // the test's own pod init
+			}
+		}
+	}
+	ctx := testContext(t)
+	waitFor(t, "the pod to be not ready", 10*time.Second, func() bool {
+		st, err := c.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
+		return err == nil && st.Status.State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+	})
+}
+
+func procEntries(t *testing.T) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func mustReadlink(t *testing.T, path string) string {
+	t.Helper()
+	target, err := os.Readlink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return target
 }
 
 func TestCRIHostNamespacesPod(t *testing.T) {

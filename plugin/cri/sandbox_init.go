@@ -111,20 +111,16 @@ func (s *Service) sandboxImage(ctx context.Context, ref string) (containerd.Imag
 }
 
 // podPIDNamespace is the PID namespace of a pod's init, "" for a pod
-// without one.
-func (s *Service) podPIDNamespace(ctx context.Context, sandboxID string) (string, error) {
-	c, err := s.client.LoadContainer(ctx, sandboxID)
-	if err != nil {
-		return "", err
-	}
-	task, err := c.Task(ctx, nil)
-	if errdefs.IsNotFound(err) {
+// without one. A dead init's pid may be another process's by now: that is
+// an error, never a namespace to join.
+func (s *Service) podPIDNamespace(ctx context.Context, sb *sandboxMeta) (string, error) {
+	if sb.Init == nil {
 		return "", nil
 	}
-	if err != nil {
-		return "", err
+	if !sb.Init.alive() {
+		return "", errdefs.ErrFailedPrecondition.WithMessage("the init of pod " + sb.ID + " is not running")
 	}
-	return fmt.Sprintf("/proc/%d/ns/pid", task.Pid()), nil
+	return fmt.Sprintf("/proc/%d/ns/pid", sb.Init.Pid), nil
 }
 
 // stopPodInit ends a pod's init, if it has one.

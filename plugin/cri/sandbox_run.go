@@ -153,6 +153,10 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 		if err := task.Start(ctx); err != nil {
 			return nil, toStatus(fmt.Errorf("pod init: %w", err))
 		}
+		meta.Init = processIdentity(task.Pid())
+		if err := record.Update(ctx, withMeta(meta)); err != nil {
+			return nil, toStatus(err)
+		}
 	}
 	created = true
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil

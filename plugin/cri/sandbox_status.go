@@ -51,11 +51,11 @@ func (s *Service) PodSandboxStatus(ctx context.Context, r *runtimeapi.PodSandbox
 	return resp, nil
 }
 
-// sandboxState is READY while the pod's namespaces are there: after a
-// reboot they are not, whatever was recorded, and kubelet must make the
-// pod again.
+// sandboxState is READY while the pod's namespaces, files and init are
+// there: after a reboot they are not, whatever was recorded, nor after its
+// init died, and kubelet must make the pod again.
 func (s *Service) sandboxState(m *sandboxMeta) runtimeapi.PodSandboxState {
-	if !m.Ready {
+	if !m.Ready || (m.Init != nil && !m.Init.alive()) {
 		return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
 	}
 	// The pod's files live in the volatile state directory too.

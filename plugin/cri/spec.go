@@ -67,7 +67,7 @@ func (s *Service) specOpts(ctx context.Context, id string, cfg *runtimeapi.Conta
 	opts = append(opts, withPodNamespaces(sb.Namespaces)...)
 	switch sc.GetNamespaceOptions().GetPid() {
 	case runtimeapi.NamespaceMode_POD:
-		pidns, err := s.podPIDNamespace(ctx, sb.ID)
+		pidns, err := s.podPIDNamespace(ctx, sb)
 		if err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containerd/log"
@@ -44,7 +45,10 @@ type sandboxMeta struct {
 	IPs            []string
 	CreatedAt      int64 // unix nanoseconds
 	Ready          bool
-	config         *runtimeapi.PodSandboxConfig
+	// Init is the process holding the pod's PID namespace (the pod init
+	// or the pause container), if it has one.
+	Init   *process
+	config *runtimeapi.PodSandboxConfig
 }
 
 // containerMeta is what is remembered of a container.
@@ -220,4 +224,38 @@ func (s *Service) sweepOrphanSandboxes(ctx context.Context) {
 		os.RemoveAll(dir)
 		log.G(ctx).WithField("id", id).Info("released what an unfinished RunPodSandbox left")
 	}
+}
+
+// process names a process across daemon restarts and pid reuse: its pid
+// and its start time in clock ticks since boot.
+type process struct {
+	Pid       int
+	StartTime string
+}
+
+func processIdentity(pid uint32) *process {
+	return &process{Pid: int(pid), StartTime: startTime(int(pid))}
+}
+
+// alive tells whether the process still runs (a zombie does not).
+func (p *process) alive() bool {
+	return p.StartTime != "" && startTime(p.Pid) == p.StartTime
+}
+
+// startTime is field 22 of /proc/PID/stat, "" for a process gone or dead.
+func startTime(pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	// Fields follow the command name, which is in parentheses.
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(string(data)[i+1:])
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
+		return ""
+	}
+	return f[19]
 }
