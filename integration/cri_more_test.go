@@ -3,7 +3,6 @@ package integration
 import (
 	"encoding/base64"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -512,19 +511,7 @@ func TestCRIPortMapping(t *testing.T) {
 	// The bridge's address is the host's own: portmap's DNAT applies.
 	gateway := strings.TrimSuffix(daemon.Network.Subnet, "0/24") + "1"
 	addr := net.JoinHostPort(gateway, strconv.Itoa(hostPort))
-	var reply string
-	waitFor(t, "the pod to answer on its host port", 10*time.Second, func() bool {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return false
-		}
-		defer conn.Close()
-		conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-		data, _ := io.ReadAll(conn)
-		reply = string(data)
-		return reply != ""
-	})
-	if reply != "hello-from-the-pod\n" {
+	if reply := firstReply(t, "the pod to answer on its host port", addr); reply != "hello-from-the-pod\n" {
 		t.Fatalf("host port %d answered %q", hostPort, reply)
 	}
 	if _, err := c.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {

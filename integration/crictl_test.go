@@ -144,19 +144,7 @@ func TestCrictlPortForward(t *testing.T) {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 
-	var reply string
-	waitFor(t, "the forwarded port to answer", 10*time.Second, func() bool {
-		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", local), time.Second)
-		if err != nil {
-			return false
-		}
-		defer conn.Close()
-		conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-		data, _ := io.ReadAll(conn)
-		reply = string(data)
-		return reply != ""
-	})
-	if reply != "forwarded-from-the-pod\n" {
+	if reply := firstReply(t, "the forwarded port to answer", fmt.Sprintf("127.0.0.1:%d", local)); reply != "forwarded-from-the-pod\n" {
 		t.Fatalf("forwarded port answered %q", reply)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -252,4 +254,23 @@ func subscribe(t *testing.T, c *containerd.Client, filter string) func(what stri
 		}
 		return nil
 	}
+}
+
+// firstReply connects to addr until a server there sends something, and
+// returns what it sent before closing.
+func firstReply(t *testing.T, what, addr string) string {
+	t.Helper()
+	var reply string
+	waitFor(t, what, 10*time.Second, func() bool {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return false
+		}
+		defer conn.Close()
+		conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		data, _ := io.ReadAll(conn)
+		reply = string(data)
+		return reply != ""
+	})
+	return reply
 }
