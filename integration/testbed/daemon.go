@@ -131,6 +131,8 @@ func (d *Daemon) Start(ctx context.Context) error {
 	defer logf.Close()
 	cmd := exec.Command(filepath.Join(d.BinDir, "containerd"), "--config", d.Config)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// A test binary killed by its timeout must not leave the daemon running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	// containerd finds shims on PATH.
 	cmd.Env = append(os.Environ(), "PATH="+d.BinDir+":"+os.Getenv("PATH"))
 	if err := cmd.Start(); err != nil {
