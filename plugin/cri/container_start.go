@@ -17,14 +17,11 @@ import (
 // log, written by the shim.
 func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContainerRequest) (_ *runtimeapi.StartContainerResponse, retErr error) {
 	ctx = s.nsContext(ctx)
-	id, err := s.names.resolve(kindContainer, r.GetContainerId())
+	c, m, err := s.findContainer(ctx, r.GetContainerId())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	c, m, err := s.loadContainer(ctx, id)
-	if err != nil {
-		return nil, toStatus(err)
-	}
+	id := m.ID
 	// The pod, then the container: the pod cannot be stopped under a
 	// container starting in it.
 	unlockPod := s.lock(m.SandboxID)

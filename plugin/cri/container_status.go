@@ -11,14 +11,11 @@ import (
 // ContainerStatus reports a container's state, exit, mounts and log path.
 func (s *Service) ContainerStatus(ctx context.Context, r *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
 	ctx = s.nsContext(ctx)
-	id, err := s.names.resolve(kindContainer, r.GetContainerId())
+	c, m, err := s.findContainer(ctx, r.GetContainerId())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	c, m, err := s.loadContainer(ctx, id)
-	if err != nil {
-		return nil, toStatus(err)
-	}
+	id := m.ID
 	state, pid := s.containerState(ctx, c, m)
 	if state == runtimeapi.ContainerState_CONTAINER_EXITED && m.FinishedAt == 0 {
 		// Exited, and the event saying so not handled yet: record the exit

@@ -12,14 +12,11 @@ import (
 // PodSandboxStatus reports a pod's state, IPs and namespaces.
 func (s *Service) PodSandboxStatus(ctx context.Context, r *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
 	ctx = s.nsContext(ctx)
-	id, err := s.names.resolve(kindSandbox, r.GetPodSandboxId())
+	_, m, err := s.findSandbox(ctx, r.GetPodSandboxId())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	_, m, err := s.loadSandbox(ctx, id)
-	if err != nil {
-		return nil, toStatus(err)
-	}
+	id := m.ID
 	st := &runtimeapi.PodSandboxStatus{
 		Id:             m.ID,
 		Metadata:       m.config.GetMetadata(),

@@ -155,11 +155,7 @@ func (s *Service) snapshotterRoot() string {
 // ContainerStats reports one container's CPU, memory and writable layer.
 func (s *Service) ContainerStats(ctx context.Context, r *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
 	ctx = s.nsContext(ctx)
-	id, err := s.names.resolve(kindContainer, r.GetContainerId())
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	c, m, err := s.loadContainer(ctx, id)
+	c, m, err := s.findContainer(ctx, r.GetContainerId())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -273,11 +269,7 @@ func networkUsage(pid uint32, ts int64) *runtimeapi.NetworkUsage {
 // its containers' stats.
 func (s *Service) PodSandboxStats(ctx context.Context, r *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
 	ctx = s.nsContext(ctx)
-	id, err := s.names.resolve(kindSandbox, r.GetPodSandboxId())
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	_, sb, err := s.loadSandbox(ctx, id)
+	_, sb, err := s.findSandbox(ctx, r.GetPodSandboxId())
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -142,6 +142,24 @@ func (s *Service) loadContainer(ctx context.Context, id string) (containerd.Cont
 	return c, m, nil
 }
 
+// findContainer resolves a container ID or prefix and loads the container.
+func (s *Service) findContainer(ctx context.Context, idOrPrefix string) (containerd.Container, *containerMeta, error) {
+	id, err := s.names.resolve(kindContainer, idOrPrefix)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s.loadContainer(ctx, id)
+}
+
+// findSandbox resolves a pod ID or prefix and loads the pod.
+func (s *Service) findSandbox(ctx context.Context, idOrPrefix string) (containerd.Container, *sandboxMeta, error) {
+	id, err := s.names.resolve(kindSandbox, idOrPrefix)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s.loadSandbox(ctx, id)
+}
+
 // updateContainerMeta changes a container's metadata in containerd. The
 // read and the write are one step: a start and an exit recorded at once
 // must not undo each other.
