@@ -58,6 +58,38 @@ func (p *process) hasExited() bool {
 	}
 }
 
+// neverRanStatus is the exit status of a process that never ran: Wait and
+// Delete report it for an exec whose start failed or that was deleted
+// before it started.
+const neverRanStatus = 255
+
+// abandonLocked ends a process that never ran, so that its waiters return:
+// nothing else ever would, there being no exit to reap. No TaskExit is
+// published, as no process started. The caller holds the service lock.
+func (p *process) abandonLocked() {
+	if p.pid != 0 || p.hasExited() {
+		return
+	}
+	p.status = task.Status_STOPPED
+	p.exitCode = neverRanStatus
+	p.exitedAt = time.Now()
+	p.markExited()
+}
+
+// startUnderway tells whether a Start of the process has begun and not
+// returned yet. The caller holds the service lock.
+func (p *process) startUnderway() bool {
+	if p.startGate == nil {
+		return false
+	}
+	select {
+	case <-p.startGate:
+		return false
+	default:
+		return true
+	}
+}
+
 // checkAlive answers NotFound for a process that has already exited: the
 // task API's way of saying a signal had nobody to go to.
 func (p *process) checkAlive() error {

@@ -111,7 +111,6 @@ func (pio *processIO) start() error {
 		stdout, stdin = con, con
 	} else {
 		stdout, stderr, stdin = pio.pipes.Stdout(), pio.pipes.Stderr(), pio.pipes.Stdin()
-		pio.closers = append(pio.closers, pio.pipes)
 	}
 
 	if err := pio.copyOut(stdout, pio.paths.stdout, "stdout"); err != nil {
@@ -232,7 +231,14 @@ func (pio *processIO) Close() error {
 	if pio.stdinR != nil {
 		pio.stdinR.Close()
 	}
-	for _, c := range pio.closers {
+	// The pipes are closed whether or not copying ever started (a process
+	// runc failed to start must not leave their descriptors open), and
+	// first, so that the copies end before what they write to is closed.
+	var closers []io.Closer
+	if pio.pipes != nil {
+		closers = append(closers, pio.pipes)
+	}
+	for _, c := range append(closers, pio.closers...) {
 		if err := c.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
 			errs = append(errs, err)
 		}

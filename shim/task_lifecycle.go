@@ -200,10 +200,27 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 
 	pid, err := s.startExec(ctx, c, p)
 	if err != nil {
+		s.releaseUnstarted(p)
 		return nil, err
 	}
 	s.publish(runtime.TaskExecStartedEventTopic, &eventstypes.TaskExecStarted{ContainerID: c.id, ExecID: p.execID, Pid: uint32(pid)})
 	return &taskAPI.StartResponse{Pid: uint32(pid)}, nil
+}
+
+// releaseUnstarted ends an exec whose start failed before it had a pid:
+// its waiters return and its stdio is closed. One that got a pid was
+// killed, and its exit comes through the reaper like any other.
+func (s *service) releaseUnstarted(p *process) {
+	s.mu.Lock()
+	abandoned := p.pid == 0
+	if abandoned {
+		p.abandonLocked()
+	}
+	pio := p.io
+	s.mu.Unlock()
+	if abandoned && pio != nil {
+		pio.Close()
+	}
 }
 
 func (s *service) startExec(ctx context.Context, c *container, p *process) (int, error) {
@@ -281,6 +298,19 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emp
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	s.mu.Lock()
 	c, p, err := s.lookup(r.ID, r.ExecID)
+	// A process being started is deleted once its start is over: deleted
+	// now, an exec would start unseen, with nobody to reap or wait for it.
+	for err == nil && p.startUnderway() {
+		gate := p.startGate
+		s.mu.Unlock()
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		s.mu.Lock()
+		c, p, err = s.lookup(r.ID, r.ExecID)
+	}
 	if err == nil && (p.status == task.Status_RUNNING || p.status == task.Status_PAUSED) {
 		err = errdefs.ErrFailedPrecondition.WithMessage(fmt.Sprintf("cannot delete %s: it is %s", p.id(), p.status))
 	}
@@ -290,10 +320,11 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	}
 	if !p.isInit() {
 		delete(c.execs, r.ExecID)
+		// One never started has no exit to wait for: its waiters are
+		// released now.
+		p.abandonLocked()
 		s.mu.Unlock()
-		if p.pid > 0 {
-			<-p.exited
-		}
+		<-p.exited
 		if p.io != nil {
 			p.io.Close()
 		}
@@ -332,6 +363,11 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 
 	s.mu.Lock()
 	delete(s.containers, c.id)
+	// Execs added but never started go with their container: nothing could
+	// start them any more, and their waiters must not wait for ever.
+	for _, x := range c.execs {
+		x.abandonLocked()
+	}
 	s.mu.Unlock()
 
 	exitedAt := protobuf.ToTimestamp(exitTime(p))

@@ -29,7 +29,7 @@ func (s *Service) ListContainers(ctx context.Context, r *runtimeapi.ListContaine
 	}
 	resp := &runtimeapi.ListContainersResponse{}
 	for _, id := range ids {
-		_, m, err := s.loadContainer(ctx, id)
+		c, m, err := s.loadContainer(ctx, id)
 		if err != nil {
 			continue
 		}
@@ -37,7 +37,14 @@ func (s *Service) ListContainers(ctx context.Context, r *runtimeapi.ListContaine
 			continue
 		}
 		// kubelet lists every second: the recorded state, kept current by
-		// the exit watch, saves asking every shim.
+		// the exit watch, saves asking every shim. Only a container
+		// recorded as created is looked at: its start may have gone
+		// unrecorded, and kubelet must not see a running one as created.
+		if recordedState(m) == runtimeapi.ContainerState_CONTAINER_CREATED {
+			if noticed, err := s.noticeStartIfIdle(ctx, c, m); err == nil {
+				m = noticed
+			}
+		}
 		state := recordedState(m)
 		if f.GetState() != nil && f.GetState().GetState() != state {
 			continue

@@ -8,13 +8,19 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/mine-runtime/mine/extension"
 )
 
 // StartContainer starts a created container. Its output goes to its CRI
-// log, written by the shim.
+// log, written by the shim. A start that fails ends the container, as
+// with containerd's CRI: it is recorded as exited with StartError and the
+// runtime's message, and nothing of it is left running, so that kubelet
+// applies the pod's restart policy and back-off to it instead of trying
+// to start it again at every sync.
 func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContainerRequest) (_ *runtimeapi.StartContainerResponse, retErr error) {
 	ctx = s.nsContext(ctx)
 	c, m, err := s.findContainer(ctx, r.GetContainerId())
@@ -31,9 +37,39 @@ func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContain
 	if _, m, err = s.loadContainer(ctx, id); err != nil {
 		return nil, toStatus(err)
 	}
+	// A start containerd died in before it was recorded has left a task:
+	// one that runs or ran is the start, recorded now and never made
+	// twice. containerd's CRI also refuses to start a container it finds
+	// running after a restart ("container is in CONTAINER_RUNNING state").
+	if m, err = s.noticeStart(ctx, c, m); err != nil {
+		return nil, toStatus(err)
+	}
 	if m.StartedAt != 0 || m.FinishedAt != 0 {
 		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("container " + id + " has already been started"))
 	}
+	// A task that was created and never started is replaced, as
+	// containerd's CRI deletes it when it recovers: under the container's
+	// lock it can only be what a start cut short left.
+	if err := deleteTask(ctx, c); err != nil {
+		return nil, toStatus(fmt.Errorf("delete the task of an interrupted start: %w", err))
+	}
+
+	var task containerd.Task
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		// The failure is recorded before the task goes: the exit of its
+		// killed init must not be taken for the container's.
+		ctx := context.WithoutCancel(ctx)
+		s.recordStartError(ctx, c, retErr)
+		if task != nil {
+			if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+				log.G(ctx).WithError(err).WithField("id", id).Warn("delete the task of a failed start; RemoveContainer will retry")
+			}
+		}
+		s.stdins.close(id)
+	}()
 	if _, sb, err := s.loadSandbox(ctx, m.SandboxID); err != nil || !sb.Ready {
 		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("pod sandbox " + m.SandboxID + " is not ready"))
 	}
@@ -46,17 +82,9 @@ func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContain
 			stdin = extension.KeptOpenStdinURI(stdin)
 		}
 	}
-	task, err := c.NewTask(ctx, s.logIO(m, stdin))
-	if err != nil {
-		s.stdins.close(id)
+	if task, err = c.NewTask(ctx, s.logIO(m, stdin)); err != nil {
 		return nil, toStatus(fmt.Errorf("create task: %w", err))
 	}
-	defer func() {
-		if retErr != nil {
-			task.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
-			s.stdins.close(id)
-		}
-	}()
 	if err := task.Start(ctx); err != nil {
 		return nil, toStatus(fmt.Errorf("start container: %w", err))
 	}
@@ -64,6 +92,45 @@ func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContain
 		return nil, toStatus(err)
 	}
 	return &runtimeapi.StartContainerResponse{}, nil
+}
+
+// What a container whose start failed exits with, as in containerd's CRI.
+const (
+	startErrorExitCode = 128
+	startErrorReason   = "StartError"
+)
+
+// recordStartError records a failed start as the container's exit, with
+// the error's message (runc's, for a command that cannot be run).
+func (s *Service) recordStartError(ctx context.Context, c containerd.Container, startErr error) {
+	// The exit lock keeps a concurrent reap from recording another exit
+	// in between.
+	unlock := s.lock(c.ID() + "/exit")
+	defer unlock()
+	if _, err := s.updateContainerMeta(ctx, c, func(m *containerMeta) {
+		m.FinishedAt = nowNano()
+		m.ExitCode = startErrorExitCode
+		m.Reason = startErrorReason
+		m.Message = status.Convert(startErr).Message()
+	}); err != nil {
+		log.G(ctx).WithError(err).WithField("id", c.ID()).Warn("record a failed start")
+	}
+}
+
+// deleteTask deletes a container's task, if it has one, killing its
+// process.
+func deleteTask(ctx context.Context, c containerd.Container) error {
+	task, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	return nil
 }
 
 // logIO hands the container's output to the shim as a CRI log (package

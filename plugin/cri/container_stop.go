@@ -11,9 +11,9 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// StopContainer sends the image's stop signal (SIGTERM by default), and
-// SIGKILL once the timeout has passed. Stopping a stopped or unknown
-// container does nothing.
+// StopContainer sends the container's stop signal (its config's, else its
+// image's, else SIGTERM), and SIGKILL once the timeout has passed.
+// Stopping a stopped or unknown container does nothing.
 func (s *Service) StopContainer(ctx context.Context, r *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
 	ctx = s.nsContext(ctx)
 	id, err := s.names.resolve(kindContainer, r.GetContainerId())
@@ -49,10 +49,8 @@ func (s *Service) stopContainer(ctx context.Context, id string, timeout time.Dur
 	if err == nil && st.Status != containerd.Stopped {
 		if timeout > 0 {
 			sig := syscall.SIGTERM
-			if m.StopSignal != "" {
-				if parsed, err := signal.ParseSignal(m.StopSignal); err == nil {
-					sig = parsed
-				}
+			if parsed, err := signal.ParseSignal(stopSignal(m)); err == nil {
+				sig = parsed
 			}
 			if err := task.Kill(ctx, sig); err != nil && !errdefs.IsNotFound(err) {
 				return err

@@ -59,7 +59,11 @@ func (s *Service) reapByID(ctx context.Context, id string) {
 	if labels, err := c.Labels(ctx); err != nil || labels[labelKind] != kindContainer {
 		return
 	}
-	if err := s.reap(ctx, c); err != nil {
+	// After any start or removal under way: the exit may be that of a
+	// task StartContainer is replacing, or deleting after a failure.
+	unlock := s.lock(id)
+	defer unlock()
+	if err := s.reap(ctx, c); err != nil && !errdefs.IsNotFound(err) { // removed meanwhile
 		log.G(ctx).WithError(err).WithField("id", id).Warn("record container exit")
 	}
 }
@@ -100,6 +104,8 @@ func (s *Service) reap(ctx context.Context, c containerd.Container) error {
 		}
 	case !errdefs.IsNotFound(err):
 		return err
+	case m.StartedAt == 0:
+		return nil // never started, no task: there is no exit to record
 	}
 	if _, oom := s.oomKilled.LoadAndDelete(c.ID()); oom {
 		reason = "OOMKilled"
@@ -141,11 +147,18 @@ func oomKilledByCgroup(ctx context.Context, task containerd.Task) bool {
 }
 
 // reconcileExits records the exits of containers believed running whose
-// task has stopped.
+// task has stopped, and the starts of containers believed created whose
+// task runs or ran: containerd may have died before it recorded them.
 func (s *Service) reconcileExits(ctx context.Context) {
 	for _, id := range s.names.list(kindContainer) {
 		c, m, err := s.loadContainer(ctx, id)
-		if err != nil || m.StartedAt == 0 || m.FinishedAt != 0 {
+		if err != nil || m.FinishedAt != 0 {
+			continue
+		}
+		if m.StartedAt == 0 {
+			if _, err := s.noticeStartIfIdle(ctx, c, m); err != nil {
+				log.G(ctx).WithError(err).WithField("id", id).Warn("record a missed start")
+			}
 			continue
 		}
 		if err := s.reap(ctx, c); err != nil {

@@ -2,11 +2,14 @@ package cri
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 
 	gocni "github.com/containerd/go-cni"
+	"github.com/containerd/log"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/mine-runtime/mine/config"
@@ -16,6 +19,9 @@ import (
 type network struct {
 	mu  sync.Mutex
 	cni gocni.CNI
+	// resultPath is where a pod's CNI result is kept for its verbose
+	// status, so that it survives restarts of the daemon; "" keeps none.
+	resultPath func(id string) string
 }
 
 func newNetwork(cfg *config.Config) (*network, error) {
@@ -89,6 +95,7 @@ func (n *network) setup(ctx context.Context, id, netns string, cfg *runtimeapi.P
 	if err != nil {
 		return nil, fmt.Errorf("CNI ADD for pod %s: %w", id, err)
 	}
+	n.keepResult(ctx, id, result)
 	var v4, v6 []string
 	for name, iface := range result.Interfaces {
 		if name == "lo" || iface == nil {
@@ -113,5 +120,44 @@ func (n *network) teardown(ctx context.Context, id, netns string, cfg *runtimeap
 	if err := n.cni.Remove(ctx, id, netns, cniOpts(id, cfg)...); err != nil {
 		return fmt.Errorf("CNI DEL for pod %s: %w", id, err)
 	}
+	if n.resultPath != nil {
+		os.Remove(n.resultPath(id))
+	}
 	return nil
+}
+
+// keepResult writes a pod's CNI result where its verbose status reads it.
+// Failing to is no reason to fail the pod.
+func (n *network) keepResult(ctx context.Context, id string, result *gocni.Result) {
+	if n.resultPath == nil {
+		return
+	}
+	data, err := json.Marshal(result)
+	if err == nil {
+		err = os.WriteFile(n.resultPath(id), data, 0o600)
+	}
+	if err != nil {
+		log.G(ctx).WithError(err).WithField("id", id).Warn("keep the pod's CNI result")
+	}
+}
+
+// result is a pod's CNI result as kept, nil without one (a pod in the
+// host's network).
+func (n *network) result(id string) json.RawMessage {
+	if n.resultPath == nil {
+		return nil
+	}
+	data, err := os.ReadFile(n.resultPath(id))
+	if err != nil || !json.Valid(data) {
+		return nil
+	}
+	return data
+}
+
+// configJSON is the CNI configuration loaded, as JSON.
+func (n *network) configJSON() (string, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	data, err := json.Marshal(n.cni.GetConfig())
+	return string(data), err
 }

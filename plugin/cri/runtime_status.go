@@ -2,6 +2,9 @@ package cri
 
 import (
 	"context"
+	"encoding/json"
+	"runtime"
+	"slices"
 
 	"github.com/containerd/containerd/v2/version"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -21,23 +24,73 @@ func (s *Service) Version(context.Context, *runtimeapi.VersionRequest) (*runtime
 }
 
 // Status reports whether the runtime and the pod network are ready, and
-// the runtime handlers.
+// the runtime handlers with their features; verbose, also the
+// configuration and the CNI network's, under containerd's CRI's keys.
 func (s *Service) Status(ctx context.Context, r *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
 	network := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: true}
-	if err := s.network.status(); err != nil {
+	cniErr := s.network.status()
+	if cniErr != nil {
 		network.Status = false
 		network.Reason = "NetworkPluginNotReady"
-		network.Message = err.Error()
+		network.Message = cniErr.Error()
 	}
-	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{
-		{Type: runtimeapi.RuntimeReady, Status: true},
-		network,
-	}}}
-	for name := range s.config.Runtimes {
-		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{
-			Name:     name,
-			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: false, UserNamespaces: false},
-		})
+	resp := &runtimeapi.StatusResponse{
+		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{
+			{Type: runtimeapi.RuntimeReady, Status: true},
+			network,
+		}},
+		RuntimeHandlers: s.runtimeHandlers(ctx),
+	}
+	if r.GetVerbose() {
+		info, err := s.statusInfo(cniErr)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		resp.Info = info
 	}
 	return resp, nil
+}
+
+// runtimeHandlers lists the configured handlers, sorted, after the default
+// one under the name "": kubelet looks a pod without a runtime class up
+// by that name, and says "Unknown runtime handler" at every sync of such
+// a pod when it is missing. As with containerd's CRI.
+func (s *Service) runtimeHandlers(ctx context.Context) []*runtimeapi.RuntimeHandler {
+	names := make([]string, 0, len(s.config.Runtimes))
+	for name := range s.config.Runtimes {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var handlers []*runtimeapi.RuntimeHandler
+	if def, ok := s.config.Runtimes[s.config.DefaultRuntimeName]; ok {
+		handlers = append(handlers, &runtimeapi.RuntimeHandler{Name: "", Features: handlerFeatures(ctx, def)})
+	}
+	for _, name := range names {
+		handlers = append(handlers, &runtimeapi.RuntimeHandler{Name: name, Features: handlerFeatures(ctx, s.config.Runtimes[name])})
+	}
+	return handlers
+}
+
+// statusInfo is the verbose status: the plugin's configuration, the Go
+// version, the CNI configuration loaded and how its last load went, each
+// a JSON value, as crictl info shows them.
+func (s *Service) statusInfo(cniErr error) (map[string]string, error) {
+	info := map[string]string{}
+	for key, v := range map[string]any{"config": s.config, "golang": runtime.Version()} {
+		data, err := json.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		info[key] = string(data)
+	}
+	cniConfig, err := s.network.configJSON()
+	if err != nil {
+		return nil, err
+	}
+	info["cniconfig"] = cniConfig
+	info["lastCNILoadStatus"] = "OK"
+	if cniErr != nil {
+		info["lastCNILoadStatus"] = cniErr.Error()
+	}
+	return info, nil
 }

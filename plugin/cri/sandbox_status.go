@@ -6,17 +6,22 @@ import (
 	"os"
 	"path/filepath"
 
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/typeurl/v2"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/mine-runtime/mine/plugin/podns"
 )
 
-// PodSandboxStatus reports a pod's state, IPs and namespaces.
+// PodSandboxStatus reports a pod's state, IPs and namespaces; verbose,
+// also its init, namespaces' paths, CNI result, runtime and config.
 func (s *Service) PodSandboxStatus(ctx context.Context, r *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
 	ctx = s.nsContext(ctx)
-	_, m, err := s.findSandbox(ctx, r.GetPodSandboxId())
+	c, m, err := s.findSandbox(ctx, r.GetPodSandboxId())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	id := m.ID
 	st := &runtimeapi.PodSandboxStatus{
 		Id:             m.ID,
 		Metadata:       m.config.GetMetadata(),
@@ -37,15 +42,75 @@ func (s *Service) PodSandboxStatus(ctx context.Context, r *runtimeapi.PodSandbox
 	}
 	resp := &runtimeapi.PodSandboxStatusResponse{Status: st}
 	if r.Verbose {
-		info, _ := json.Marshal(map[string]any{
-			"namespaces":      m.Namespaces,
-			"runtimeHandler":  m.RuntimeHandler,
-			"sandboxState":    s.sandboxStateDir(id),
-			"pinnedNamespace": true,
-		})
-		resp.Info = map[string]string{"info": string(info)}
+		info, err := s.sandboxInfo(ctx, c, m)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		resp.Info = map[string]string{"info": info}
 	}
 	return resp, nil
+}
+
+// sandboxInfo is the verbose status. Its keys are containerd's CRI's
+// where they mean the same, which crictl inspectp and tools read.
+type sandboxInfo struct {
+	// Pid is the pod's init's (the pod init or the pause container), 0
+	// without one or once it has exited.
+	Pid           uint32 `json:"pid"`
+	ProcessStatus string `json:"processStatus,omitempty"`
+	// Namespaces are the paths the pod's namespaces are pinned at.
+	Namespaces      podns.Paths                  `json:"namespaces"`
+	NetNSClosed     bool                         `json:"netNamespaceClosed"`
+	CNIResult       json.RawMessage              `json:"cniResult"`
+	RuntimeHandler  string                       `json:"runtimeHandler"`
+	RuntimeType     string                       `json:"runtimeType"`
+	RuntimeOptions  any                          `json:"runtimeOptions"`
+	Image           string                       `json:"image,omitempty"`
+	SnapshotKey     string                       `json:"snapshotKey,omitempty"`
+	Snapshotter     string                       `json:"snapshotter,omitempty"`
+	Config          *runtimeapi.PodSandboxConfig `json:"config"`
+	RuntimeSpec     *oci.Spec                    `json:"runtimeSpec"`
+	SandboxState    string                       `json:"sandboxState"`
+	PinnedNamespace bool                         `json:"pinnedNamespace"`
+}
+
+func (s *Service) sandboxInfo(ctx context.Context, c containerd.Container, m *sandboxMeta) (string, error) {
+	rec, err := c.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return "", err
+	}
+	info := sandboxInfo{
+		Namespaces:      m.Namespaces,
+		CNIResult:       s.network.result(m.ID),
+		RuntimeHandler:  m.RuntimeHandler,
+		RuntimeType:     rec.Runtime.Name,
+		Image:           rec.Image,
+		SnapshotKey:     rec.SnapshotKey,
+		Snapshotter:     rec.Snapshotter,
+		Config:          m.config,
+		SandboxState:    s.sandboxStateDir(m.ID),
+		PinnedNamespace: true,
+	}
+	if m.Init != nil {
+		info.ProcessStatus = "stopped"
+		if m.Init.alive() {
+			info.Pid, info.ProcessStatus = uint32(m.Init.Pid), "running"
+		}
+	}
+	if m.Namespaces.Net != "" {
+		_, err := os.Stat(m.Namespaces.Net)
+		info.NetNSClosed = err != nil
+	}
+	if rec.Runtime.Options != nil {
+		if opts, err := typeurl.UnmarshalAny(rec.Runtime.Options); err == nil {
+			info.RuntimeOptions = opts
+		}
+	}
+	if spec, err := c.Spec(ctx); err == nil {
+		info.RuntimeSpec = spec
+	}
+	data, err := json.Marshal(info)
+	return string(data), err
 }
 
 // sandboxState is READY while the pod's namespaces, files and init are

@@ -81,6 +81,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if s.network, err = newNetwork(o.Config); err != nil {
 		return nil, err
 	}
+	s.network.resultPath = func(id string) string { return filepath.Join(s.sandboxStateDir(id), "cni-result.json") }
 	s.minOOMScoreAdj = oomScoreFloor(o.Config.RestrictOOMScoreAdj)
 	ctx = s.nsContext(ctx)
 	if err := s.recover(ctx); err != nil {

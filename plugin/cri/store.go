@@ -197,10 +197,31 @@ func (s *Service) recover(ctx context.Context) error {
 		case kindContainer:
 			if _, m, err := s.loadContainer(ctx, c.ID()); err == nil {
 				s.names.add(kindContainer, m.Name, m.ID)
+				if m.StartedAt == 0 && m.FinishedAt == 0 {
+					deleteUnstartedTask(ctx, c)
+				}
 			}
 		}
 	}
 	return nil
+}
+
+// deleteUnstartedTask deletes the task a StartContainer cut short by the
+// daemon's death created and never started, as containerd's CRI does when
+// it recovers: no request is under way yet, and the container is CREATED
+// again. A task that runs or ran is a start to record, which
+// reconcileExits does once exits are watched.
+func deleteUnstartedTask(ctx context.Context, c containerd.Container) {
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		return
+	}
+	if st, err := task.Status(ctx); err != nil || st.Status != containerd.Created {
+		return
+	}
+	if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		log.G(ctx).WithError(err).WithField("id", c.ID()).Warn("delete the task of an interrupted start")
+	}
 }
 
 func nowNano() int64 { return time.Now().UnixNano() }
