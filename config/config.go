@@ -125,8 +125,14 @@ func (c *Config) Validate() error {
 	}
 	for name, r := range c.Runtimes {
 		key := "runtimes." + name
-		if !runtimeTypeRE.MatchString(r.RuntimeType) {
+		switch {
+		case !runtimeTypeRE.MatchString(r.RuntimeType):
 			bad(key+".runtime_type", "must be a containerd runtime type like %s, got %q", DefaultRuntimeType, r.RuntimeType)
+		case r.RuntimeType != DefaultRuntimeType:
+			// Refused rather than accepted and broken: mine's shim writes
+			// containers' CRI logs and holds their stdin (package
+			// extension), which another shim does not do.
+			bad(key+".runtime_type", "only %s is supported (it writes the CRI logs other shims leave to the CRI plugin); choose another OCI runtime with options.BinaryName, got %q", DefaultRuntimeType, r.RuntimeType)
 		}
 		if r.Options.Root != "" && !filepath.IsAbs(r.Options.Root) {
 			bad(key+".options.Root", "must be an absolute path, got %q", r.Options.Root)

@@ -19,6 +19,8 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"snapshotter", func(c *Config) { c.Snapshotter = "" }},
 		{"default_runtime_name", func(c *Config) { c.DefaultRuntimeName = "nope" }},
 		{"runtimes.mine.runtime_type", func(c *Config) { c.Runtimes["mine"] = Runtime{RuntimeType: "runc"} }},
+		// Another shim would run pods without their CRI logs.
+		{"runtimes.kata.runtime_type", func(c *Config) { c.Runtimes["kata"] = Runtime{RuntimeType: "io.containerd.kata.v2"} }},
 		{"runtimes.mine.options.Root", func(c *Config) {
 			c.Runtimes["mine"] = Runtime{RuntimeType: DefaultRuntimeType, Options: RuntimeOptions{Root: "rel"}}
 		}},

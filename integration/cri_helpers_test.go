@@ -156,3 +156,21 @@ func uniqueImage(name string) (v1.Image, error) {
 	}
 	return testbed.WithFiles(base, map[string]string{"etc/" + name: name + "\n"})
 }
+
+// pullImage serves img as docker.io/library/<nameTag> from the loopback
+// registry, pulls it by its short name, and removes it when the test ends.
+func (c *cri) pullImage(t *testing.T, nameTag string, img v1.Image) string {
+	t.Helper()
+	ctx := testContext(t)
+	if _, err := registry().Push("library/"+nameTag, img); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: nameTag}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.RemoveImage(context.Background(), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: resp.ImageRef}})
+	})
+	return resp.ImageRef
+}

@@ -536,16 +536,7 @@ func TestCRIStopUsesTheImageStopSignal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := registry().Push("library/stopsignal:1", img); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "stopsignal:1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: resp.ImageRef}})
-	})
+	c.pullImage(t, "stopsignal:1", img)
 	pod := podConfig(t, "stopsignal")
 	podID := c.runPod(t, pod)
 	cfg := containerConfig("main", `trap 'exit 42' USR1; echo ready; while true; do sleep 0.05; done`)

@@ -63,10 +63,15 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	specOpts, err := s.specOpts(ctx, id, cfg, sb, image, imgCfg)
+	spec, err := s.containerSpec(ctx, id, cfg, sb, image, imgCfg)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	defer func() {
+		if !created {
+			s.unpinTargetPIDNamespace(id)
+		}
+	}()
 	_, rt, err := s.runtimeFor(sb.RuntimeHandler)
 	if err != nil {
 		return nil, toStatus(err)
@@ -90,13 +95,11 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 		CreatedAt:  nowNano(),
 		StopSignal: imgCfg.Config.StopSignal,
 	}
-	// The snapshot goes before the spec: resolving a user name reads the
-	// image's /etc/passwd from it.
 	_, err = s.client.NewContainer(ctx, id,
 		containerd.WithSnapshotter(s.config.Snapshotter),
 		containerd.WithNewSnapshot(id, image),
 		containerd.WithRuntime(rt.RuntimeType, runcOptions(rt)),
-		containerd.WithNewSpec(specOpts...),
+		containerd.WithSpec(spec),
 		containerd.WithContainerLabels(map[string]string{labelKind: kindContainer, labelSandboxID: sandboxID}),
 		containerd.WithImageName(ci.record.Name),
 		containerd.NewContainerOpts(withMeta(meta)),

@@ -50,6 +50,7 @@ func (s *Service) removeContainer(ctx context.Context, id string) error {
 	s.stdins.close(id)
 	s.cpu.forget(id)
 	s.oomKilled.Delete(id)
+	s.unpinTargetPIDNamespace(id)
 	os.RemoveAll(s.containerDir(id))
 	s.names.release(kindContainer, m.Name, id)
 	return nil

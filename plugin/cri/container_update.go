@@ -6,8 +6,11 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	ocispec "github.com/mine-runtime/mine/plugin/spec"
 )
 
 // UpdateContainerResources changes a container's CPU and memory
@@ -33,7 +36,11 @@ func (s *Service) UpdateContainerResources(ctx context.Context, r *runtimeapi.Up
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	updated := toOCIResources(res, spec.Linux.Resources)
+	updated := spec.Linux.Resources
+	if updated == nil {
+		updated = &specs.LinuxResources{}
+	}
+	ocispec.ApplyResources(updated, res, s.host)
 	if task, err := c.Task(ctx, nil); err == nil {
 		if err := task.Update(ctx, containerd.WithResources(updated)); err != nil && !errdefs.IsNotFound(err) {
 			return nil, toStatus(fmt.Errorf("update resources of %s: %w", id, err))

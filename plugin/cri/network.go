@@ -96,21 +96,32 @@ func (n *network) setup(ctx context.Context, id, netns string, cfg *runtimeapi.P
 		return nil, fmt.Errorf("CNI ADD for pod %s: %w", id, err)
 	}
 	n.keepResult(ctx, id, result)
+	return podIPs(result, netns)
+}
+
+// podIPs are the addresses of the pod's own interface: eth0, inside the
+// pod's namespace (not the bridge's or the host side's, which a result may
+// list too), IPv4 first, each family in the result's order, so that the
+// pod IP is the same on every status and after every restart.
+func podIPs(result *gocni.Result, netns string) ([]string, error) {
+	iface := result.Interfaces[podInterface]
+	if iface == nil || (iface.Sandbox != "" && iface.Sandbox != netns) {
+		return nil, fmt.Errorf("CNI result has no %s in the pod's network namespace", podInterface)
+	}
 	var v4, v6 []string
-	for name, iface := range result.Interfaces {
-		if name == "lo" || iface == nil {
-			continue
-		}
-		for _, ipc := range iface.IPConfigs {
-			if ip := ipc.IP; ip.To4() != nil {
-				v4 = append(v4, ip.String())
-			} else {
-				v6 = append(v6, ip.String())
-			}
+	for _, ipc := range iface.IPConfigs {
+		if ipc.IP.To4() != nil {
+			v4 = append(v4, ipc.IP.String())
+		} else {
+			v6 = append(v6, ipc.IP.String())
 		}
 	}
 	return append(v4, v6...), nil
 }
+
+// podInterface is the pod's interface: go-cni names it from the "eth"
+// prefix given above, as kubelet expects.
+const podInterface = "eth0"
 
 // teardown runs CNI DEL; deleting twice is harmless, as CNI requires.
 func (n *network) teardown(ctx context.Context, id, netns string, cfg *runtimeapi.PodSandboxConfig) error {

@@ -37,8 +37,3 @@ func hasCapability(bit uint) bool {
 	}
 	return false
 }
-
-// clampOOMScore applies the floor.
-func (s *Service) clampOOMScore(score int64) int64 {
-	return max(score, int64(s.minOOMScoreAdj))
-}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mine-runtime/mine/config"
 	"github.com/mine-runtime/mine/extension"
+	"github.com/mine-runtime/mine/plugin/spec"
 )
 
 // shimBinary is run as the init of pods that share a PID namespace.
@@ -36,13 +37,13 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 	common := []oci.SpecOpts{
 		oci.WithCapabilities(nil),
 		oci.WithNoNewPrivileges,
-		oci.WithCgroup(cgroupsPath(cfg.GetLinux().GetCgroupParent(), m.ID, rt.Options.SystemdCgroup)),
+		oci.WithCgroup(spec.CgroupsPath(cfg.GetLinux().GetCgroupParent(), m.ID, rt.Options.SystemdCgroup)),
 		oci.WithAnnotations(map[string]string{
-			annotationSandboxID:     m.ID,
-			annotationContainerType: "sandbox",
+			spec.AnnotationSandboxID:     m.ID,
+			spec.AnnotationContainerType: "sandbox",
 		}),
 	}
-	common = append(common, withPodNamespaces(m.Namespaces)...)
+	common = append(common, spec.PodNamespaces(m.Namespaces))
 
 	if ref := s.config.SandboxImage; ref != "" {
 		image, err := s.sandboxImage(ctx, ref)

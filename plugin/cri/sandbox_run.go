@@ -154,6 +154,16 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 			return nil, toStatus(fmt.Errorf("pod init: %w", err))
 		}
 		meta.Init = processIdentity(task.Pid())
+		if sharesPIDNamespace(cfg) {
+			// Pinned like the pod's other namespaces: containers join the
+			// namespace itself, never whatever process has the init's pid.
+			pidns := filepath.Join(state, "ns", "pid")
+			if err := podns.PinProcess(pidns, meta.Init.Pid, "pid", meta.Init.alive); err != nil {
+				return nil, toStatus(fmt.Errorf("pod init: %w", err))
+			}
+			undo = append(undo, func() { podns.Remove(podns.Paths{PID: pidns}) })
+			meta.Namespaces.PID = pidns
+		}
 		if err := record.Update(ctx, withMeta(meta)); err != nil {
 			return nil, toStatus(err)
 		}

@@ -22,6 +22,7 @@ import (
 	"k8s.io/cri-streaming/pkg/streaming"
 
 	"github.com/mine-runtime/mine/config"
+	"github.com/mine-runtime/mine/plugin/spec"
 )
 
 // Namespace is the containerd namespace CRI objects live in, as with
@@ -50,8 +51,9 @@ type Service struct {
 	names   *nameIndex
 	images  *imageService
 	network *network
-	// minOOMScoreAdj is the lowest oom_score_adj a container gets.
-	minOOMScoreAdj int
+	// host holds the node's facts containers' specs depend on.
+	host  *spec.Host
+	users imageUsers
 
 	locks   keyedMutex
 	cpu     cpuSamples
@@ -82,7 +84,10 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		return nil, err
 	}
 	s.network.resultPath = func(id string) string { return filepath.Join(s.sandboxStateDir(id), "cni-result.json") }
-	s.minOOMScoreAdj = oomScoreFloor(o.Config.RestrictOOMScoreAdj)
+	if s.host, err = spec.DetectHost(oomScoreFloor(o.Config.RestrictOOMScoreAdj)); err != nil {
+		return nil, err
+	}
+	s.users = imageUsers{client: o.Client, snapshotter: o.Config.Snapshotter}
 	ctx = s.nsContext(ctx)
 	if err := s.recover(ctx); err != nil {
 		return nil, fmt.Errorf("recover CRI state from containerd: %w", err)
@@ -91,8 +96,8 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		return nil, err
 	}
 	go s.watchExits(context.WithoutCancel(ctx))
-	if s.minOOMScoreAdj > -1000 {
-		log.G(ctx).WithField("floor", s.minOOMScoreAdj).Info("containers' oom_score_adj is clamped: the daemon may not lower scores (restrict_oom_score_adj, or no CAP_SYS_RESOURCE)")
+	if s.host.MinOOMScoreAdj > -1000 {
+		log.G(ctx).WithField("floor", s.host.MinOOMScoreAdj).Info("containers' oom_score_adj is clamped: the daemon may not lower scores (restrict_oom_score_adj, or no CAP_SYS_RESOURCE)")
 	}
 	return s, nil
 }

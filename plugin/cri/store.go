@@ -245,7 +245,7 @@ func (s *Service) sweepOrphanSandboxes(ctx context.Context) {
 		}
 		dir := s.sandboxStateDir(id)
 		paths := podns.Paths{}
-		for kind, p := range map[string]*string{"net": &paths.Net, "ipc": &paths.IPC, "uts": &paths.UTS} {
+		for kind, p := range map[string]*string{"net": &paths.Net, "ipc": &paths.IPC, "uts": &paths.UTS, "pid": &paths.PID} {
 			if _, err := os.Stat(filepath.Join(dir, "ns", kind)); err == nil {
 				*p = filepath.Join(dir, "ns", kind)
 			}

@@ -20,6 +20,9 @@ type Paths struct {
 	Net string `json:"net,omitempty"`
 	IPC string `json:"ipc,omitempty"`
 	UTS string `json:"uts,omitempty"`
+	// PID is pinned from the pod's init once it runs, for pods that
+	// share one PID namespace.
+	PID string `json:"pid,omitempty"`
 }
 
 // Request says which namespaces to create.
@@ -134,7 +137,7 @@ func pinOnThisThread(flags int, paths Paths, hostname string) (restored bool, er
 // process uses any more then goes away. Removing twice is harmless.
 func Remove(paths Paths) error {
 	var errs []error
-	for _, p := range []string{paths.Net, paths.IPC, paths.UTS} {
+	for _, p := range []string{paths.Net, paths.IPC, paths.UTS, paths.PID} {
 		if p == "" {
 			continue
 		}
@@ -147,4 +150,31 @@ func Remove(paths Paths) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// PinProcess pins a namespace of a running process at path. same tells,
+// after the namespace file is open, whether pid is still the process the
+// caller means: a pid that was reused must never pin another namespace.
+func PinProcess(path string, pid int, kind string, same func() bool) error {
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, kind), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s namespace of pid %d: %w", kind, pid, err)
+	}
+	defer unix.Close(fd)
+	if !same() {
+		return fmt.Errorf("process %d ended before its %s namespace was pinned", pid, kind)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	if err := unix.Mount(fmt.Sprintf("/proc/self/fd/%d", fd), path, "", unix.MS_BIND, ""); err != nil {
+		os.Remove(path)
+		return fmt.Errorf("pin %s namespace: %w", kind, err)
+	}
+	return nil
 }

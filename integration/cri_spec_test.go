@@ -1,0 +1,140 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/mine-runtime/mine/integration/testbed"
+)
+
+// TestCRIKubeletShapedContainer runs a container configured as kubelet
+// configures every container, and checks what the workload sees of the
+// spec: what containerd's CRI plugin gives, point by point.
+func TestCRIKubeletShapedContainer(t *testing.T) {
+	c := newCRI(t)
+	img, err := uniqueImage("kubeletshaped")
+	if err == nil {
+		// root is in wheel, as in Alpine's /etc/group; the image has a /run
+		// of its own.
+		img, err = testbed.WithFiles(img, map[string]string{
+			"etc/group":  "root:x:0:\nwheel:x:10:root\nnogroup:x:65534:\n",
+			"run/marker": "the image's /run\n",
+		})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.pullImage(t, "kubeletshaped:1", img)
+
+	pod := podConfig(t, "kubeletshaped")
+	podID := c.runPod(t, pod)
+	hostDir := t.TempDir()
+	for _, d := range []string{"a/b", "b"} {
+		if err := os.MkdirAll(filepath.Join(hostDir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(hostDir, "b", "child"), []byte("child\n"), 0o644)
+
+	cfg := containerConfig("main", "exec sleep 600")
+	cfg.Image = &runtimeapi.ImageSpec{Image: "kubeletshaped:1"}
+	cfg.Linux = &runtimeapi.LinuxContainerConfig{
+		Resources: &runtimeapi.LinuxContainerResources{
+			CpuPeriod: 100000, CpuShares: 2, OomScoreAdj: 1000,
+			// kubelet sends one per page size the node has, 0 when the pod
+			// asks for none; this node has no v1 hugetlb controller.
+			HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "2MB"}, {PageSize: "1GB"}},
+		},
+		SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+			NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
+			MaskedPaths:      []string{"/proc/kcore"},
+			ReadonlyPaths:    []string{"/proc/sys"},
+		},
+	}
+	// The child listed before its parent, as a pod spec may list them.
+	cfg.Mounts = []*runtimeapi.Mount{
+		{HostPath: filepath.Join(hostDir, "b"), ContainerPath: "/data/a/b"},
+		{HostPath: filepath.Join(hostDir, "a"), ContainerPath: "/data/a"},
+	}
+	id := c.startContainer(t, podID, pod, cfg)
+
+	status := mustExec(t, c, id, "cat", "/proc/self/status")
+	if !strings.Contains(status, "NoNewPrivs:\t0") {
+		t.Error("no_new_privs is set although nobody asked for it: setuid binaries would not work")
+	}
+	if out := mustExec(t, c, id, "sh", "-c", "ulimit -n"); strings.TrimSpace(out) == "1024" {
+		t.Error("RLIMIT_NOFILE is capped at 1024")
+	}
+	if out := mustExec(t, c, id, "cat", "/run/marker"); out != "the image's /run\n" {
+		t.Errorf("the image's /run is hidden: %q", out)
+	}
+	if out := mustExec(t, c, id, "id", "-G"); strings.TrimSpace(out) != "0 10" {
+		t.Errorf("groups %q, want \"0 10\" (root, wheel)", strings.TrimSpace(out))
+	}
+	if out := mustExec(t, c, id, "sh", "-c", "echo $HOSTNAME"); strings.TrimSpace(out) != "kubeletshaped" {
+		t.Errorf("HOSTNAME=%q", strings.TrimSpace(out))
+	}
+	if resp, _ := c.execSync(t, id, 10, "sh", "-c", "[ -e /dev/console ] && cat /dev/console </dev/null"); resp == nil || resp.ExitCode == 0 {
+		t.Error("the container can use /dev/console")
+	}
+	if resp, _ := c.execSync(t, id, 10, "mknod", "/tmp/console", "c", "5", "1"); resp != nil && resp.ExitCode == 0 {
+		if resp, _ := c.execSync(t, id, 10, "sh", "-c", "echo x > /tmp/console"); resp == nil || resp.ExitCode == 0 {
+			t.Error("a console node made with CAP_MKNOD opens: the device cgroup allows c 5:1")
+		}
+	}
+	mounts := mustExec(t, c, id, "cat", "/proc/mounts")
+	if !strings.Contains(mounts, " /sys/fs/cgroup ") {
+		t.Errorf("/sys/fs/cgroup is not mounted:\n%s", mounts)
+	}
+	if resp, _ := c.execSync(t, id, 10, "mkdir", "/sys/fs/cgroup/memory/x"); resp == nil || resp.ExitCode == 0 {
+		t.Error("/sys/fs/cgroup is writable in an unprivileged container")
+	}
+	if out := mustExec(t, c, id, "cat", "/data/a/b/child"); out != "child\n" {
+		t.Errorf("the child mount is hidden by its parent: %q", out)
+	}
+}
+
+func TestCRIPrivilegedContainerNeedsPrivilegedPod(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "unprivileged")
+	podID := c.runPod(t, pod)
+	cfg := containerConfig("main", "exec sleep 600")
+	cfg.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{Privileged: true}
+	_, err := c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("err = %v, want InvalidArgument", err)
+	}
+	list, err := c.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Containers) != 0 {
+		t.Errorf("a refused container was left behind: %v", list.Containers)
+	}
+}
+
+func TestCRIUnresolvableHostPathFails(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "hostpath")
+	podID := c.runPod(t, pod)
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := containerConfig("main", "exec sleep 600")
+	cfg.Mounts = []*runtimeapi.Mount{{HostPath: filepath.Join(file, "below"), ContainerPath: "/data"}}
+	_, err := c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("err = %v, want InvalidArgument", err)
+	}
+}

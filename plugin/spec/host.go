@@ -1,0 +1,118 @@
+package spec
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/containerd/v2/contrib/apparmor"
+	"github.com/containerd/containerd/v2/pkg/cap"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// This file gathers what Generate takes from the host. Nothing else in
+// the package reads the host.
+
+// DetectHost reads the node's cgroup layout, AppArmor and capabilities.
+// minOOMScoreAdj is the floor the daemon worked out for itself.
+func DetectHost(minOOMScoreAdj int) (*Host, error) {
+	h := &Host{Controllers: map[string]bool{}, MinOOMScoreAdj: minOOMScoreAdj}
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/cgroup", &st); err != nil {
+		return nil, fmt.Errorf("statfs /sys/fs/cgroup: %w", err)
+	}
+	h.CgroupV2 = st.Type == unix.CGROUP2_SUPER_MAGIC
+	if h.CgroupV2 {
+		data, _ := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
+		for _, c := range strings.Fields(string(data)) {
+			h.Controllers[c] = true
+		}
+		_, err := os.Stat(filepath.Join("/sys/fs/cgroup", ownCgroupV2(), "memory.swap.max"))
+		h.Swap = err == nil
+	} else {
+		// A hybrid node's cgroup2 mount holds no controller runc uses.
+		entries, _ := os.ReadDir("/sys/fs/cgroup")
+		for _, e := range entries {
+			if e.Name() == "unified" || e.Name() == "systemd" {
+				continue
+			}
+			// Co-mounted controllers appear as one directory ("cpu,cpuacct").
+			for _, c := range strings.Split(e.Name(), ",") {
+				h.Controllers[c] = true
+			}
+		}
+		_, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+		h.Swap = err == nil
+	}
+	data, err := os.ReadFile("/sys/module/apparmor/parameters/enabled")
+	h.AppArmor = err == nil && strings.TrimSpace(string(data)) == "Y"
+	if h.AppArmor {
+		if err := apparmor.LoadDefaultProfile(DefaultAppArmorProfile); err != nil {
+			return nil, fmt.Errorf("load AppArmor profile %s: %w", DefaultAppArmorProfile, err)
+		}
+	}
+	if h.Capabilities, err = cap.Current(); err != nil {
+		return nil, fmt.Errorf("read the daemon's capabilities: %w", err)
+	}
+	return h, nil
+}
+
+// ownCgroupV2 is the daemon's own cgroup on a unified hierarchy.
+func ownCgroupV2() string {
+	data, _ := os.ReadFile("/proc/self/cgroup")
+	for _, line := range strings.Split(string(data), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			return p
+		}
+	}
+	return "/"
+}
+
+// ResolveHostPaths resolves each mount's host path: a missing one is made
+// as a directory (what kubelet expects of a hostPath without a type), a
+// symlink is followed. One that cannot be resolved fails the container:
+// binding the unresolved path could bind something else.
+func ResolveHostPaths(mounts []*runtimeapi.Mount) (map[string]string, error) {
+	out := map[string]string{}
+	for _, m := range mounts {
+		src := m.GetHostPath()
+		if src == "" {
+			continue
+		}
+		if _, err := os.Stat(src); os.IsNotExist(err) {
+			if err := os.MkdirAll(src, 0o755); err != nil {
+				return nil, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("create host path %q: %v", src, err))
+			}
+		} else if err != nil {
+			return nil, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("host path %q: %v", src, err))
+		}
+		resolved, err := filepath.EvalSymlinks(src)
+		if err != nil {
+			return nil, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("resolve host path %q: %v", src, err))
+		}
+		out[src] = resolved
+	}
+	return out, nil
+}
+
+// ResolveDevices looks the requested devices up on the host (a directory
+// stands for every device below it), with the cgroup rules allowing them.
+func ResolveDevices(devices []*runtimeapi.Device) (Devices, error) {
+	scratch := &oci.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{}}}
+	for _, d := range devices {
+		path, err := filepath.EvalSymlinks(d.GetHostPath())
+		if err != nil {
+			return Devices{}, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("device %q: %v", d.GetHostPath(), err))
+		}
+		if err := oci.WithDevices(path, d.GetContainerPath(), d.GetPermissions())(context.Background(), nil, nil, scratch); err != nil {
+			return Devices{}, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("device %q: %v", d.GetHostPath(), err))
+		}
+	}
+	return Devices{Nodes: scratch.Linux.Devices, Rules: scratch.Linux.Resources.Devices}, nil
+}
