@@ -138,3 +138,42 @@ func TestCRIUnresolvableHostPathFails(t *testing.T) {
 		t.Fatalf("err = %v, want InvalidArgument", err)
 	}
 }
+
+// TestCRITargetPIDNamespace joins a running container's PID namespace as
+// kubectl debug does, and only a running container's of the same pod.
+func TestCRITargetPIDNamespace(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "target")
+	podID := c.runPod(t, pod)
+	target := c.startContainer(t, podID, pod, containerConfig("target", "exec sleep 600"))
+
+	targeting := func(name, targetID string) *runtimeapi.ContainerConfig {
+		cfg := containerConfig(name, "exec sleep 600")
+		cfg.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{
+			NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: targetID},
+		}
+		return cfg
+	}
+	debug := c.startContainer(t, podID, pod, targeting("debug", target))
+	if out := mustExec(t, c, debug, "ps", "-o", "args"); !strings.Contains(out, "sleep 600") || strings.Count(out, "sleep 600") != 2 {
+		t.Errorf("the debug container does not see the target's process:\n%s", out)
+	}
+
+	other := podConfig(t, "target-other")
+	otherID := c.runPod(t, other)
+	_, err := c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: otherID, Config: targeting("intruder", target), SandboxConfig: other})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("a container of another pod targeting %s: %v, want InvalidArgument", target, err)
+	}
+
+	created, err := c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: containerConfig("idle", "exec sleep 600"), SandboxConfig: pod})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: targeting("late", created.ContainerId), SandboxConfig: pod})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("targeting a container that does not run: %v, want FailedPrecondition", err)
+	}
+}

@@ -227,6 +227,9 @@ func TestCRIStatusListsHandlers(t *testing.T) {
 	if len(names) < 2 || names[0] != "" || !slices.IsSorted(names[1:]) || !slices.Contains(names, "mine") {
 		t.Errorf("handlers %q: want the default as \"\" first, then all by name", names)
 	}
+	if !resp.GetFeatures().GetSupplementalGroupsPolicy() {
+		t.Error("Status does not say supplemental groups policies are applied: kubelet refuses Strict pods")
+	}
 	for _, key := range []string{"config", "golang", "cniconfig", "lastCNILoadStatus"} {
 		if resp.Info[key] == "" {
 			t.Errorf("verbose status lacks %s: %v", key, resp.Info)

@@ -25,7 +25,13 @@ func (s *Service) noticeStartIfIdle(ctx context.Context, c containerd.Container,
 		return m, nil
 	}
 	defer unlock()
-	return s.noticeStart(ctx, c, m)
+	// The record read before the lock may be stale by now: a start, an
+	// exit and its reaping may all have happened meanwhile.
+	_, fresh, err := s.loadContainer(ctx, m.ID)
+	if err != nil {
+		return nil, err
+	}
+	return s.noticeStart(ctx, c, fresh)
 }
 
 // noticeStart looks at the task of a container recorded as never started;

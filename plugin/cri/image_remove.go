@@ -31,5 +31,6 @@ func (s *Service) RemoveImage(ctx context.Context, r *runtimeapi.RemoveImageRequ
 			return nil, toStatus(err)
 		}
 	}
+	s.users.forget(ci.target.Digest)
 	return &runtimeapi.RemoveImageResponse{}, nil
 }

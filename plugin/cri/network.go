@@ -96,17 +96,19 @@ func (n *network) setup(ctx context.Context, id, netns string, cfg *runtimeapi.P
 		return nil, fmt.Errorf("CNI ADD for pod %s: %w", id, err)
 	}
 	n.keepResult(ctx, id, result)
-	return podIPs(result, netns)
+	return podIPs(result)
 }
 
-// podIPs are the addresses of the pod's own interface: eth0, inside the
-// pod's namespace (not the bridge's or the host side's, which a result may
-// list too), IPv4 first, each family in the result's order, so that the
-// pod IP is the same on every status and after every restart.
-func podIPs(result *gocni.Result, netns string) ([]string, error) {
+// podIPs are the addresses of the pod's own interface, eth0 (not the
+// bridge's or the host side's, which a result may list too), IPv4 first,
+// each family in the result's order, so that the pod IP is the same on
+// every status and after every restart.
+func podIPs(result *gocni.Result) ([]string, error) {
 	iface := result.Interfaces[podInterface]
-	if iface == nil || (iface.Sandbox != "" && iface.Sandbox != netns) {
-		return nil, fmt.Errorf("CNI result has no %s in the pod's network namespace", podInterface)
+	if iface == nil || len(iface.IPConfigs) == 0 {
+		// A pod without an address is not ready for anything, as with
+		// containerd's CRI.
+		return nil, fmt.Errorf("CNI result gives %s of the pod no address", podInterface)
 	}
 	var v4, v6 []string
 	for _, ipc := range iface.IPConfigs {

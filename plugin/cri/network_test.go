@@ -18,7 +18,7 @@ func TestPodIPsAreThePodInterfacesIPv4First(t *testing.T) {
 		"eth0":     {IPConfigs: []*gocni.IPConfig{ipc("fd00::5"), ipc("10.88.0.5"), ipc("10.88.1.5")}, Sandbox: "/ns"},
 	}}
 	for range 20 { // map order must not matter
-		ips, err := podIPs(result, "/ns")
+		ips, err := podIPs(result)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -26,8 +26,12 @@ func TestPodIPsAreThePodInterfacesIPv4First(t *testing.T) {
 			t.Fatalf("pod IPs %v, want %v", ips, want)
 		}
 	}
+	result.Interfaces["eth0"].IPConfigs = nil
+	if _, err := podIPs(result); err == nil {
+		t.Error("a pod interface without an address was accepted")
+	}
 	delete(result.Interfaces, "eth0")
-	if _, err := podIPs(result, "/ns"); err == nil {
+	if _, err := podIPs(result); err == nil {
 		t.Error("a result without the pod's interface gave IPs")
 	}
 }

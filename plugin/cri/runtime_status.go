@@ -40,6 +40,9 @@ func (s *Service) Status(ctx context.Context, r *runtimeapi.StatusRequest) (*run
 			network,
 		}},
 		RuntimeHandlers: s.runtimeHandlers(ctx),
+		// kubelet refuses pods with supplementalGroupsPolicy: Strict
+		// unless the runtime says it applies it (package spec does).
+		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
 	}
 	if r.GetVerbose() {
 		info, err := s.statusInfo(cniErr)

@@ -7,11 +7,15 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/contrib/apparmor"
+	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -27,6 +31,10 @@ import (
 func (s *Service) containerSpec(ctx context.Context, id string, cfg *runtimeapi.ContainerConfig, sb *sandboxMeta, image containerd.Image, imgCfg *ocispec.Image) (*specs.Spec, error) {
 	_, rt, err := s.runtimeFor(sb.RuntimeHandler)
 	if err != nil {
+		return nil, err
+	}
+	// Refused before anything is looked up or made.
+	if err := spec.Validate(cfg, sb.config); err != nil {
 		return nil, err
 	}
 	sc := cfg.GetLinux().GetSecurityContext()
@@ -81,6 +89,13 @@ func (s *Service) containerSpec(ctx context.Context, id string, cfg *runtimeapi.
 		}
 	}
 	out, err := spec.Generate(in, &host)
+	if err == nil && out.Process.ApparmorProfile == spec.DefaultAppArmorProfile {
+		// Loaded on first use (apparmor_parser), and again if the node
+		// unloaded it; a failure fails this container, not the runtime.
+		if lerr := apparmor.LoadDefaultProfile(spec.DefaultAppArmorProfile); lerr != nil {
+			err = errdefs.ErrFailedPrecondition.WithMessage(fmt.Sprintf("load AppArmor profile %s: %v", spec.DefaultAppArmorProfile, lerr))
+		}
+	}
 	if err != nil {
 		s.unpinTargetPIDNamespace(id)
 		return nil, err
@@ -160,6 +175,13 @@ func (u *imageUsers) of(ctx context.Context, image containerd.Image) (passwd, gr
 	if err != nil {
 		return nil, nil, err
 	}
+	// A lease holds the view for the garbage collector, and ends it soon
+	// after a daemon that died holding it.
+	ctx, done, err := u.client.WithLease(ctx, leases.WithRandomID(), leases.WithExpiration(10*time.Minute))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer done(context.WithoutCancel(ctx))
 	sn := u.client.SnapshotService(u.snapshotter)
 	viewKey := "mine-users-" + newID()[:16]
 	mounts, err := sn.View(ctx, viewKey, identity.ChainID(diffIDs).String())
@@ -182,6 +204,13 @@ func (u *imageUsers) of(ctx context.Context, image containerd.Image) (passwd, gr
 	u.byImage[key] = [2][]byte{passwd, group}
 	u.mu.Unlock()
 	return passwd, group, nil
+}
+
+// forget drops an image's files when the image is removed.
+func (u *imageUsers) forget(target digest.Digest) {
+	u.mu.Lock()
+	delete(u.byImage, target.String())
+	u.mu.Unlock()
 }
 
 // readInRoot reads a file of an image without following a link out of

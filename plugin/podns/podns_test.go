@@ -1,11 +1,16 @@
 package podns
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestPinAndRemove(t *testing.T) {
@@ -50,5 +55,58 @@ func TestPinAndRemove(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "net")); !os.IsNotExist(err) {
 		t.Fatal("net pin left behind")
+	}
+}
+
+func TestPinProcess(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("pinning namespaces needs root")
+	}
+	// A process in a PID namespace of its own, as a pod's init is.
+	cmd := exec.Command("unshare", "--pid", "--fork", "sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	var child string
+	deadline := time.Now().Add(10 * time.Second)
+	for child == "" && time.Now().Before(deadline) {
+		// unshare forks sleep as pid 1 of the new namespace.
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
+		child = strings.TrimSpace(string(data))
+		time.Sleep(10 * time.Millisecond)
+	}
+	if child == "" {
+		t.Fatal("unshare started no child")
+	}
+	pid, _ := strconv.Atoi(child)
+	want, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	path := filepath.Join(t.TempDir(), "ns", "pid")
+	if err := PinProcess(path, pid, "pid", func() bool { return false }); err == nil {
+		t.Fatal("pinned the namespace of a process that is not the one meant")
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatal("a refused pin left its file")
+	}
+	if err := PinProcess(path, pid, "pid", func() bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { Remove(Paths{PID: path}) })
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprintf("pid:[%d]", st.Ino); got != want {
+		t.Fatalf("pinned %s, want %s", got, want)
+	}
+	if err := Remove(Paths{PID: path}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatal("pid pin left behind")
 	}
 }

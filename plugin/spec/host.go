@@ -7,11 +7,12 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/containerd/containerd/v2/contrib/apparmor"
+	"github.com/containerd/containerd/v2/pkg/apparmor"
 	"github.com/containerd/containerd/v2/pkg/cap"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -50,13 +51,19 @@ func DetectHost(minOOMScoreAdj int) (*Host, error) {
 		_, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
 		h.Swap = err == nil
 	}
-	data, err := os.ReadFile("/sys/module/apparmor/parameters/enabled")
-	h.AppArmor = err == nil && strings.TrimSpace(string(data)) == "Y"
-	if h.AppArmor {
-		if err := apparmor.LoadDefaultProfile(DefaultAppArmorProfile); err != nil {
-			return nil, fmt.Errorf("load AppArmor profile %s: %w", DefaultAppArmorProfile, err)
+	if h.CgroupV2 {
+		if m, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter("/sys/fs/cgroup")); err == nil && len(m) > 0 {
+			for _, opt := range strings.Split(m[0].VFSOptions, ",") {
+				if opt == "nsdelegate" || opt == "memory_recursiveprot" {
+					h.CgroupMountOptions = append(h.CgroupMountOptions, opt)
+				}
+			}
 		}
 	}
+	// As containerd decides it: the kernel has AppArmor, apparmor_parser
+	// is there, and the daemon does not run in a container.
+	h.AppArmor = apparmor.HostSupports()
+	var err error
 	if h.Capabilities, err = cap.Current(); err != nil {
 		return nil, fmt.Errorf("read the daemon's capabilities: %w", err)
 	}
@@ -96,6 +103,9 @@ func ResolveHostPaths(mounts []*runtimeapi.Mount) (map[string]string, error) {
 		if err != nil {
 			return nil, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("resolve host path %q: %v", src, err))
 		}
+		if err := checkPropagation(resolved, m.GetPropagation()); err != nil {
+			return nil, err
+		}
 		out[src] = resolved
 	}
 	return out, nil
@@ -115,4 +125,34 @@ func ResolveDevices(devices []*runtimeapi.Device) (Devices, error) {
 		}
 	}
 	return Devices{Nodes: scratch.Linux.Devices, Rules: scratch.Linux.Resources.Devices}, nil
+}
+
+// checkPropagation refuses a propagation the host path's mount cannot
+// give: mounts propagate into the container only from a shared or slave
+// mount, back to the host only from a shared one. Silently not
+// propagating would break what the pod relies on (a CSI plugin's mounts).
+func checkPropagation(path string, p runtimeapi.MountPropagation) error {
+	if p != runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL && p != runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER {
+		return nil
+	}
+	mounts, err := mountinfo.GetMounts(mountinfo.ParentsFilter(path))
+	if err != nil || len(mounts) == 0 {
+		return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("find the mount of %q: %v", path, err))
+	}
+	// The deepest mount holding the path is the one bound.
+	m := mounts[0]
+	for _, c := range mounts[1:] {
+		if len(c.Mountpoint) >= len(m.Mountpoint) {
+			m = c
+		}
+	}
+	shared := strings.Contains(m.Optional, "shared:")
+	slave := strings.Contains(m.Optional, "master:")
+	switch {
+	case p == runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL && !shared:
+		return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("bidirectional propagation of %q needs a shared mount; %s is not", path, m.Mountpoint))
+	case p == runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER && !shared && !slave:
+		return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("host-to-container propagation of %q needs a shared or slave mount; %s is neither", path, m.Mountpoint))
+	}
+	return nil
 }

@@ -44,11 +44,8 @@ var reservedAnnotationPrefixes = []string{"io.kubernetes.cri.", "io.containerd.m
 func options(c *Container, h *Host) ([]oci.SpecOpts, error) {
 	cfg := c.Config
 	sc := cfg.GetLinux().GetSecurityContext()
-	if sc.GetPrivileged() && !c.Pod.Config.GetLinux().GetSecurityContext().GetPrivileged() {
-		return nil, errdefs.ErrInvalidArgument.WithMessage("a privileged container needs a privileged pod sandbox")
-	}
-	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
-		return nil, errdefs.ErrInvalidArgument.WithMessage("run_as_group needs run_as_user or run_as_username")
+	if err := Validate(cfg, c.Pod.Config); err != nil {
+		return nil, err
 	}
 	user, err := resolveUser(c)
 	if err != nil {
@@ -76,7 +73,7 @@ func options(c *Container, h *Host) ([]oci.SpecOpts, error) {
 		withTTY(cfg.GetTty()),
 		oci.WithEnv([]string{"HOSTNAME=" + c.Pod.Hostname}),
 		withEnv(c.Image.Config.Env, cfg.GetEnvs()),
-		withCgroupNamespace(h.CgroupV2 && !sc.GetPrivileged()),
+		withCgroupNamespace(cgroupNamespace(c, h)),
 		mounts,
 		withMaskedPaths(sc),
 		withDevices(c.Devices),
@@ -97,6 +94,33 @@ func options(c *Container, h *Host) ([]oci.SpecOpts, error) {
 	}, nil
 }
 
+// Validate refuses what no spec can be made of. It needs nothing of the
+// host, so callers run it before they look anything up (and make missing
+// host paths).
+func Validate(cfg *runtimeapi.ContainerConfig, pod *runtimeapi.PodSandboxConfig) error {
+	sc := cfg.GetLinux().GetSecurityContext()
+	if sc.GetPrivileged() && !pod.GetLinux().GetSecurityContext().GetPrivileged() {
+		return errdefs.ErrInvalidArgument.WithMessage("a privileged container needs a privileged pod sandbox")
+	}
+	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
+		return errdefs.ErrInvalidArgument.WithMessage("run_as_group needs run_as_user or run_as_username")
+	}
+	for _, m := range cfg.GetMounts() {
+		if m.GetContainerPath() == "" || m.GetHostPath() == "" {
+			return errdefs.ErrInvalidArgument.WithMessage("a mount needs a host path and a container path")
+		}
+		if !filepath.IsAbs(m.GetContainerPath()) {
+			return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("mount container path %q is not absolute", m.GetContainerPath()))
+		}
+	}
+	if len(cfg.GetCDIDevices()) > 0 {
+		// Refused rather than dropped: a workload would run without the
+		// devices it was given.
+		return errdefs.ErrNotImplemented.WithMessage("CDI devices are not supported by this runtime yet")
+	}
+	return nil
+}
+
 // withoutDefaultSecurity undoes what containerd's default spec sets and
 // its CRI does not: an RLIMIT_NOFILE of 1024, no_new_privs (set below only
 // when asked for), a seccomp or AppArmor profile nobody asked for.
@@ -110,6 +134,10 @@ func withoutDefaultSecurity(_ context.Context, _ oci.Client, _ *containers.Conta
 // withProcessArgs follows the CRI's rules: command replaces the image's
 // entrypoint, args replace its cmd.
 func withProcessArgs(cfg *runtimeapi.ContainerConfig, entrypoint, cmd []string) oci.SpecOpts {
+	if len(entrypoint) == 1 && entrypoint[0] == "" {
+		// An image built with ENTRYPOINT [""] means none, as docker reads it.
+		entrypoint = nil
+	}
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
 		var args []string
 		switch {
@@ -156,6 +184,12 @@ func withEnv(image []string, requested []*runtimeapi.KeyValue) oci.SpecOpts {
 	return oci.Compose(oci.WithEnv(image), oci.WithEnv(env))
 }
 
+// cgroupNamespace: containers get one of their own on cgroup v2, unless
+// privileged.
+func cgroupNamespace(c *Container, h *Host) bool {
+	return h.CgroupV2 && !c.Config.GetLinux().GetSecurityContext().GetPrivileged()
+}
+
 // withCgroupNamespace hides the host's cgroup tree on cgroup v2. On v1
 // containers see the host's hierarchy, as with every runtime there.
 func withCgroupNamespace(on bool) oci.SpecOpts {
@@ -180,12 +214,6 @@ func withMounts(c *Container, h *Host) (oci.SpecOpts, error) {
 	var list []mount
 	taken := map[string]bool{}
 	for _, m := range requested {
-		if m.GetContainerPath() == "" || m.GetHostPath() == "" {
-			return nil, errdefs.ErrInvalidArgument.WithMessage("a mount needs a host path and a container path")
-		}
-		if !filepath.IsAbs(m.GetContainerPath()) {
-			return nil, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("mount container path %q is not absolute", m.GetContainerPath()))
-		}
 		src, ok := c.HostPaths[m.GetHostPath()]
 		if !ok {
 			return nil, fmt.Errorf("host path %q was not resolved", m.GetHostPath())
@@ -211,12 +239,19 @@ func withMounts(c *Container, h *Host) (oci.SpecOpts, error) {
 	}
 	sort.SliceStable(list, func(i, j int) bool { return depth(list[i].dst) < depth(list[j].dst) })
 
+	cgroupOpts := []string{"nosuid", "noexec", "nodev", "relatime", "ro"}
+	if !cgroupNamespace(c, h) {
+		// A container in the host's cgroup namespace mounts the host's one
+		// cgroup2 superblock: options it leaves out would be cleared for
+		// the whole node.
+		cgroupOpts = append(cgroupOpts, h.CgroupMountOptions...)
+	}
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
 		defaults := append(s.Mounts, specs.Mount{
 			Destination: "/sys/fs/cgroup",
 			Type:        "cgroup",
 			Source:      "cgroup",
-			Options:     []string{"nosuid", "noexec", "nodev", "relatime", "ro"},
+			Options:     cgroupOpts,
 		})
 		s.Mounts = nil
 		for _, m := range defaults {
@@ -494,11 +529,14 @@ func withCgroupsPath(parent, id string, systemd bool) oci.SpecOpts {
 
 // CgroupsPath is a container's (or a pod init's) cgroups path.
 func CgroupsPath(parent, id string, systemd bool) string {
+	// kubelet's systemd driver sends the slice's whole path
+	// (/kubepods.slice/kubepods-burstable.slice/...): runc wants its last
+	// element and expands it itself.
+	if base := filepath.Base(parent); strings.HasSuffix(base, ".slice") {
+		return base + ":cri-mine:" + id
+	}
 	if systemd {
-		if parent == "" {
-			parent = "system.slice"
-		}
-		return parent + ":cri-mine:" + id
+		return "system.slice:cri-mine:" + id
 	}
 	if parent == "" {
 		parent = "/k8s.io"
@@ -586,18 +624,17 @@ func withUser(u specs.User) oci.SpecOpts {
 
 // withSecurityProfiles applies AppArmor and seccomp, after capabilities:
 // the default seccomp profile allows the syscalls the capabilities need.
-// A privileged container has neither.
+// A privileged container has no seccomp profile, and AppArmor only if it
+// names a profile.
 func withSecurityProfiles(c *Container, h *Host) (oci.SpecOpts, error) {
 	sc := c.Config.GetLinux().GetSecurityContext()
-	if sc.GetPrivileged() {
-		return noop, nil
-	}
 	var opts []oci.SpecOpts
 	switch p := apparmorProfile(sc); p.GetProfileType() {
 	case runtimeapi.SecurityProfile_RuntimeDefault:
 		// Where the kernel has no AppArmor, there is nothing to confine
-		// with, as with containerd's CRI.
-		if h.AppArmor {
+		// with, as with containerd's CRI; a privileged container is not
+		// confined by default, but by a profile it names.
+		if h.AppArmor && !sc.GetPrivileged() {
 			opts = append(opts, oci.WithApparmorProfile(DefaultAppArmorProfile))
 		}
 	case runtimeapi.SecurityProfile_Localhost:
@@ -605,6 +642,9 @@ func withSecurityProfiles(c *Container, h *Host) (oci.SpecOpts, error) {
 			return nil, errdefs.ErrFailedPrecondition.WithMessage("AppArmor profile " + p.GetLocalhostRef() + " requested, but this host's kernel has no AppArmor")
 		}
 		opts = append(opts, oci.WithApparmorProfile(strings.TrimPrefix(p.GetLocalhostRef(), "localhost/")))
+	}
+	if sc.GetPrivileged() {
+		return oci.Compose(opts...), nil
 	}
 	switch p := seccompProfile(sc); p.GetProfileType() {
 	case runtimeapi.SecurityProfile_RuntimeDefault:

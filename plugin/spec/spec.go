@@ -90,6 +90,10 @@ type Host struct {
 	// Capabilities are those the daemon holds: what "ALL" and privileged
 	// mean, since a container cannot be given one its runtime lacks.
 	Capabilities []string
+	// CgroupMountOptions are the host's cgroup2 mount options a container
+	// mounting the same superblock must repeat (nsdelegate,
+	// memory_recursiveprot).
+	CgroupMountOptions []string
 	// MinOOMScoreAdj is the lowest oom_score_adj a container may get.
 	MinOOMScoreAdj int
 	// PrivilegedDevices are the host's devices, which a privileged

@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/mine-runtime/mine/plugin/podns"
@@ -503,6 +504,42 @@ func TestSpec(t *testing.T) {
 				t.Errorf("masked %v, read-only %v", s.Linux.MaskedPaths, s.Linux.ReadonlyPaths)
 			}
 		}},
+		{"ENTRYPOINT [\"\"] is no entrypoint", func(c *Container, _ *Host) {
+			c.Image.Config.Entrypoint = []string{""}
+			c.Config.Command = nil
+		}, func(t *testing.T, s *specs.Spec) {
+			if !slices.Equal(s.Process.Args, []string{"sh"}) {
+				t.Errorf("args %q", s.Process.Args)
+			}
+		}},
+		{"systemd: the last slice of kubelet's parent, as runc expands it", func(c *Container, _ *Host) {
+			c.SystemdCgroup = true
+			c.Pod.Config.Linux.CgroupParent = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-poduid.slice"
+		}, func(t *testing.T, s *specs.Spec) {
+			if s.Linux.CgroupsPath != "kubepods-burstable-poduid.slice:cri-mine:c1" {
+				t.Errorf("cgroups path %q", s.Linux.CgroupsPath)
+			}
+		}},
+		{"privileged on cgroup v2 keeps the host's cgroup2 mount options", func(c *Container, h *Host) {
+			*h = *v2Node()
+			h.CgroupMountOptions = []string{"nsdelegate", "memory_recursiveprot"}
+			c.Pod.Config.Linux.SecurityContext.Privileged = true
+			c.Config.Linux.SecurityContext.Privileged = true
+		}, func(t *testing.T, s *specs.Spec) {
+			if m := mountAt(s, "/sys/fs/cgroup"); !slices.Contains(m.Options, "nsdelegate") || !slices.Contains(m.Options, "memory_recursiveprot") {
+				t.Errorf("options %v would clear the node's cgroup2 options", m.Options)
+			}
+		}},
+		{"a privileged container keeps the AppArmor profile it names", func(c *Container, h *Host) {
+			h.AppArmor = true
+			c.Pod.Config.Linux.SecurityContext.Privileged = true
+			c.Config.Linux.SecurityContext.Privileged = true
+			c.Config.Linux.SecurityContext.Apparmor = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "localhost/strict"}
+		}, func(t *testing.T, s *specs.Spec) {
+			if s.Process.ApparmorProfile != "strict" || s.Linux.Seccomp != nil {
+				t.Errorf("AppArmor %q, seccomp %v", s.Process.ApparmorProfile, s.Linux.Seccomp)
+			}
+		}},
 		{"command replaces the entrypoint, args the cmd", func(c *Container, _ *Host) {
 			c.Image.Config.Entrypoint = []string{"/entry"}
 			c.Config.Command = nil
@@ -555,6 +592,12 @@ func TestSpecRefuses(t *testing.T) {
 			c.Config.Mounts[0].RecursiveReadOnly = true
 			c.Config.Mounts[0].Readonly = true
 		}, errdefs.ErrInvalidArgument},
+		{"CDI devices, which would be dropped", func(c *Container) {
+			c.Config.CDIDevices = []*runtimeapi.CDIDevice{{Name: "vendor.com/gpu=0"}}
+		}, errdefs.ErrNotImplemented},
+		{"a relative container path", func(c *Container) {
+			c.Config.Mounts[0].ContainerPath = "data"
+		}, errdefs.ErrInvalidArgument},
 		{"a Localhost AppArmor profile without AppArmor", func(c *Container) {
 			c.Config.Linux.SecurityContext.Apparmor = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "p"}
 		}, errdefs.ErrFailedPrecondition},
@@ -596,5 +639,40 @@ func TestResolveHostPaths(t *testing.T) {
 	// unresolved path.
 	if _, err := ResolveHostPaths([]*runtimeapi.Mount{{HostPath: filepath.Join(file, "below")}}); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("err = %v, want InvalidArgument", err)
+	}
+}
+
+func TestResolveHostPathsChecksPropagation(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("mounting needs root")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	sub := filepath.Join(dir, "sub")
+	mount := func(p runtimeapi.MountPropagation) error {
+		_, err := ResolveHostPaths([]*runtimeapi.Mount{{HostPath: sub, ContainerPath: "/x", Propagation: p}})
+		return err
+	}
+	if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []runtimeapi.MountPropagation{runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL, runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER} {
+		if err := mount(p); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%s from a private mount: %v, want InvalidArgument", p, err)
+		}
+	}
+	if err := mount(runtimeapi.MountPropagation_PROPAGATION_PRIVATE); err != nil {
+		t.Errorf("private from a private mount: %v", err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []runtimeapi.MountPropagation{runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL, runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER} {
+		if err := mount(p); err != nil {
+			t.Errorf("%s from a shared mount: %v", p, err)
+		}
 	}
 }
