@@ -100,7 +100,7 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 		containerd.WithNewSnapshot(id, image),
 		containerd.WithRuntime(rt.RuntimeType, runcOptions(rt)),
 		containerd.WithSpec(spec),
-		containerd.WithContainerLabels(map[string]string{labelKind: kindContainer, labelSandboxID: sandboxID}),
+		containerd.WithContainerLabels(recordLabels(cfg.GetLabels(), map[string]string{labelKind: kindContainer, labelSandboxID: sandboxID, labelCRIKind: "container"})),
 		containerd.WithImageName(ci.record.Name),
 		containerd.NewContainerOpts(withMeta(meta)),
 	)

@@ -23,17 +23,21 @@ import (
 const shimBinary = "containerd-shim-mine-v2"
 
 // sharesPIDNamespace tells whether a pod's containers share one PID
-// namespace, which then needs an init process to hold it.
+// namespace: the pod's init's, which is then pinned.
 func sharesPIDNamespace(cfg *runtimeapi.PodSandboxConfig) bool {
 	return cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() == runtimeapi.NamespaceMode_POD
 }
 
-// sandboxRecord returns how the pod's record in containerd is made, and
-// whether it runs a process. By default nothing runs, unless the pod
-// shares one PID namespace: then the shim binary is its init, from an
-// empty, read-only root (package extension). With sandbox_image set, a
-// classic pause container of that image runs in every pod.
-func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtimeapi.PodSandboxConfig, rt config.Runtime) ([]containerd.NewContainerOpts, bool, error) {
+// sandboxRecord returns how the pod's record in containerd is made. Every
+// pod runs one small process, its init: the shim binary, from an empty,
+// read-only root (package extension), in the pod's namespaces and under a
+// cgroup named after the pod. It is the init of the pod's PID namespace
+// when the containers share one; and it is what kubelet's cAdvisor takes a
+// pod's network statistics from (the /proc/PID/net/dev of the task of a
+// containerd container labelled as a sandbox), as it does from a pause
+// container. With sandbox_image set, a classic pause container of that
+// image is the init instead.
+func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtimeapi.PodSandboxConfig, rt config.Runtime) ([]containerd.NewContainerOpts, error) {
 	common := []oci.SpecOpts{
 		oci.WithCapabilities(nil),
 		oci.WithNoNewPrivileges,
@@ -48,24 +52,21 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 	if ref := s.config.SandboxImage; ref != "" {
 		image, err := s.sandboxImage(ctx, ref)
 		if err != nil {
-			return nil, false, err
+			return nil, err
 		}
 		return []containerd.NewContainerOpts{
 			containerd.WithSnapshotter(s.config.Snapshotter),
 			containerd.WithNewSnapshot(m.ID, image),
 			containerd.WithNewSpec(append([]oci.SpecOpts{oci.WithImageConfig(image), oci.WithRootFSReadonly()}, common...)...),
-		}, true, nil
-	}
-	if !sharesPIDNamespace(cfg) {
-		return []containerd.NewContainerOpts{containerd.WithSpec(&oci.Spec{Version: specs.Version})}, false, nil
+		}, nil
 	}
 	bin, err := exec.LookPath(shimBinary)
 	if err != nil {
-		return nil, false, fmt.Errorf("the pod init is the shim binary: %w", err)
+		return nil, fmt.Errorf("the pod init is the shim binary: %w", err)
 	}
 	root := filepath.Join(s.sandboxStateDir(m.ID), "init-root")
 	if err := os.MkdirAll(root, 0o755); err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	spec, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: m.ID}, append([]oci.SpecOpts{
 		oci.WithRootFSPath(root),
@@ -74,9 +75,9 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 		oci.WithMounts([]specs.Mount{{Destination: "/pod-init", Type: "bind", Source: bin, Options: []string{"rbind", "ro"}}}),
 	}, common...)...)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	return []containerd.NewContainerOpts{containerd.WithSpec(spec)}, true, nil
+	return []containerd.NewContainerOpts{containerd.WithSpec(spec)}, nil
 }
 
 // sandboxImage is the pause image, pulled if it is not there yet: only a

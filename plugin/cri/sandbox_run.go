@@ -26,9 +26,10 @@ import (
 // podShmSize is the size of a pod's /dev/shm, as with a pause container.
 const podShmSize = 64 << 20
 
-// RunPodSandbox creates a pod: its namespaces, pinned without any process
-// or image; its network through CNI; its /etc/hosts, /etc/resolv.conf,
-// /etc/hostname and /dev/shm. Containers join all of it when they start.
+// RunPodSandbox creates a pod: its namespaces, pinned without any image;
+// its network through CNI; its /etc/hosts, /etc/resolv.conf, /etc/hostname
+// and /dev/shm; its init (sandboxRecord). Containers join all of it when
+// they start.
 func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSandboxRequest) (_ *runtimeapi.RunPodSandboxResponse, retErr error) {
 	// A client that gives up does not stop the pod being made: its retry
 	// is then handed the pod, rather than finding half of one.
@@ -131,42 +132,40 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 		CreatedAt:      nowNano(),
 		Ready:          true,
 	}
-	recordOpts, runs, err := s.sandboxRecord(ctx, meta, cfg, rt)
+	recordOpts, err := s.sandboxRecord(ctx, meta, cfg, rt)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	recordOpts = append(recordOpts,
 		containerd.WithRuntime(rt.RuntimeType, runcOptions(rt)),
-		containerd.WithContainerLabels(map[string]string{labelKind: kindSandbox}),
+		containerd.WithContainerLabels(recordLabels(cfg.GetLabels(), map[string]string{labelKind: kindSandbox, labelCRIKind: "sandbox"})),
 		containerd.NewContainerOpts(withMeta(meta)))
 	record, err := s.client.NewContainer(cleanupCtx, id, recordOpts...)
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("record pod sandbox: %w", err))
 	}
 	undo = append(undo, func() { record.Delete(cleanupCtx, containerd.WithSnapshotCleanup) })
-	if runs {
-		task, err := record.NewTask(ctx, cio.NullIO)
-		if err != nil {
+	task, err := record.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("pod init: %w", err))
+	}
+	undo = append(undo, func() { task.Delete(cleanupCtx, containerd.WithProcessKill) })
+	if err := task.Start(ctx); err != nil {
+		return nil, toStatus(fmt.Errorf("pod init: %w", err))
+	}
+	meta.Init = processIdentity(task.Pid())
+	if sharesPIDNamespace(cfg) {
+		// Pinned like the pod's other namespaces: containers join the
+		// namespace itself, never whatever process has the init's pid.
+		pidns := filepath.Join(state, "ns", "pid")
+		if err := podns.PinProcess(pidns, meta.Init.Pid, "pid", meta.Init.alive); err != nil {
 			return nil, toStatus(fmt.Errorf("pod init: %w", err))
 		}
-		undo = append(undo, func() { task.Delete(cleanupCtx, containerd.WithProcessKill) })
-		if err := task.Start(ctx); err != nil {
-			return nil, toStatus(fmt.Errorf("pod init: %w", err))
-		}
-		meta.Init = processIdentity(task.Pid())
-		if sharesPIDNamespace(cfg) {
-			// Pinned like the pod's other namespaces: containers join the
-			// namespace itself, never whatever process has the init's pid.
-			pidns := filepath.Join(state, "ns", "pid")
-			if err := podns.PinProcess(pidns, meta.Init.Pid, "pid", meta.Init.alive); err != nil {
-				return nil, toStatus(fmt.Errorf("pod init: %w", err))
-			}
-			undo = append(undo, func() { podns.Remove(podns.Paths{PID: pidns}) })
-			meta.Namespaces.PID = pidns
-		}
-		if err := record.Update(ctx, withMeta(meta)); err != nil {
-			return nil, toStatus(err)
-		}
+		undo = append(undo, func() { podns.Remove(podns.Paths{PID: pidns}) })
+		meta.Namespaces.PID = pidns
+	}
+	if err := record.Update(ctx, withMeta(meta)); err != nil {
+		return nil, toStatus(err)
 	}
 	created = true
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil

@@ -54,7 +54,7 @@ func (s *Service) containerSpec(ctx context.Context, id string, cfg *runtimeapi.
 	if slices.ContainsFunc(cfg.GetMounts(), (*runtimeapi.Mount).GetRecursiveReadOnly) {
 		in.RecursiveReadOnly = handlerFeatures(ctx, rt).RecursiveReadOnlyMounts
 	}
-	if in.Pod.Namespaces.PID == "" && sb.Init != nil {
+	if in.Pod.Namespaces.PID == "" && sb.Init != nil && sharesPIDNamespace(sb.config) {
 		// A pod made before PID namespaces were pinned.
 		if in.Pod.Namespaces.PID, err = s.podPIDNamespace(ctx, sb); err != nil {
 			return nil, err

@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,7 +29,22 @@ const (
 	labelSandboxID = "io.mine.cri.sandbox-id"
 	// metadataExtension holds a sandboxMeta or containerMeta.
 	metadataExtension = "io.mine.cri.metadata"
+	// labelCRIKind is containerd's CRI's kind label ("sandbox" or
+	// "container"): cAdvisor, in kubelet, reads a pod's network
+	// statistics only from the task of a container labelled "sandbox".
+	labelCRIKind = "io.cri-containerd.kind"
 )
+
+// recordLabels are the labels of a CRI object's containerd record: the
+// CRI config's own, as containerd's CRI copies them (kubelet's
+// io.kubernetes.pod.* among them, by which cAdvisor's statistics are
+// matched to pods), then ours.
+func recordLabels(cri, ours map[string]string) map[string]string {
+	out := make(map[string]string, len(cri)+len(ours))
+	maps.Copy(out, cri)
+	maps.Copy(out, ours)
+	return out
+}
 
 func init() {
 	typeurl.Register(&sandboxMeta{}, "io.mine.cri", "sandboxMeta")
