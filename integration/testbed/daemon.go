@@ -1,14 +1,12 @@
 package testbed
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,10 +23,13 @@ type Daemon struct {
 	Address string
 	Config  string // path of config.toml
 	Log     string // the daemon's output
-	Network *cniNetwork
-	cgroups cgroupSnapshot
-	cmd     *exec.Cmd
-	exited  chan struct{}
+	// ShimBinary is the shim its pods run under: ours, or stock
+	// containerd's runc shim.
+	ShimBinary string
+	Network    *cniNetwork
+	cgroups    cgroupSnapshot
+	cmd        *exec.Cmd
+	exited     chan struct{}
 }
 
 // NewDaemon prepares a daemon below dir and writes its config.toml;
@@ -77,13 +78,14 @@ imports = []
 // newDaemon lays out a daemon's directory and its pod network.
 func newDaemon(dir, binDir string) (*Daemon, error) {
 	d := &Daemon{
-		Dir:     dir,
-		BinDir:  binDir,
-		Address: filepath.Join(dir, "containerd.sock"),
-		Config:  filepath.Join(dir, "config.toml"),
-		Log:     filepath.Join(dir, "containerd.log"),
-		cgroups: takeCgroupSnapshot(),
-		Network: newCNINetwork(dir),
+		Dir:        dir,
+		BinDir:     binDir,
+		Address:    filepath.Join(dir, "containerd.sock"),
+		Config:     filepath.Join(dir, "config.toml"),
+		Log:        filepath.Join(dir, "containerd.log"),
+		ShimBinary: "containerd-shim-mine-v2",
+		cgroups:    takeCgroupSnapshot(),
+		Network:    newCNINetwork(dir),
 	}
 	for _, sub := range []string{"root", "state", "cni/net.d", "certs.d", "opt"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o711); err != nil {
@@ -102,6 +104,7 @@ func NewStockDaemon(dir, binDir, pauseImage string) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.ShimBinary = "containerd-shim-runc-v2"
 	cfg := d.baseConfig() + fmt.Sprintf(`
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
@@ -221,8 +224,8 @@ func (d *Daemon) tail() string {
 	return strings.Join(lines, "\n")
 }
 
-// Shims lists the PIDs of the containerd-shim-mine-v2 processes serving
-// this daemon: those started with its address.
+// Shims lists the PIDs of the ShimBinary processes serving this daemon:
+// those started with its address.
 func (d *Daemon) Shims() []int {
 	var pids []int
 	entries, _ := os.ReadDir("/proc")
@@ -236,7 +239,7 @@ func (d *Daemon) Shims() []int {
 			continue
 		}
 		args := strings.Split(string(cmdline), "\x00")
-		if len(args) == 0 || filepath.Base(args[0]) != "containerd-shim-mine-v2" {
+		if len(args) == 0 || filepath.Base(args[0]) != d.ShimBinary {
 			continue
 		}
 		for i, a := range args {
@@ -250,21 +253,7 @@ func (d *Daemon) Shims() []int {
 
 // Mounts lists what is mounted below the daemon's directory, deepest first.
 func (d *Daemon) Mounts() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []string
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) > 4 && (fields[4] == d.Dir || strings.HasPrefix(fields[4], d.Dir+"/")) {
-			out = append(out, fields[4])
-		}
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(out)))
-	return out, s.Err()
+	return mountsBelow(d.Dir)
 }
 
 // RouteRegistry makes the daemon reach host (docker.io, say) at the

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -101,16 +102,36 @@ func WithConfig(img v1.Image, change func(*v1.Config)) (v1.Image, error) {
 // content; directories are made as needed; content starting with #! is
 // made executable).
 func WithFiles(img v1.Image, files map[string]string) (v1.Image, error) {
+	entries := make([]Entry, 0, len(files))
+	for p, content := range files {
+		data := []byte(content)
+		mode := int64(0o644)
+		if bytes.HasPrefix(data, []byte("#!")) {
+			mode = 0o755 // a script
+		}
+		entries = append(entries, Entry{Path: p, Mode: mode, Data: data})
+	}
+	return WithEntries(img, entries...)
+}
+
+// Entry is a regular file of a layer with its mode spelled out, for what
+// WithFiles cannot say: a setuid binary, say.
+type Entry struct {
+	Path string
+	Mode int64 // permissions with the setuid, setgid and sticky bits, e.g. 0o4755
+	Data []byte
+}
+
+// WithEntries returns img with a layer holding entries, owned by root;
+// directories are made as needed.
+func WithEntries(img v1.Image, entries ...Entry) (v1.Image, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
+	entries = slices.Clone(entries)
+	slices.SortFunc(entries, func(a, b Entry) int { return strings.Compare(a.Path, b.Path) })
 	dirs := map[string]bool{}
-	paths := make([]string, 0, len(files))
-	for p := range files {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
-	for _, p := range paths {
-		for d := path.Dir(p); d != "." && d != "/" && !dirs[d]; d = path.Dir(d) {
+	for _, e := range entries {
+		for d := path.Dir(e.Path); d != "." && d != "/" && !dirs[d]; d = path.Dir(d) {
 			dirs[d] = true
 		}
 	}
@@ -122,14 +143,9 @@ func WithFiles(img v1.Image, files map[string]string) (v1.Image, error) {
 	for _, d := range dirList {
 		_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: time.Unix(0, 0)})
 	}
-	for _, p := range paths {
-		data := []byte(files[p])
-		mode := int64(0o644)
-		if bytes.HasPrefix(data, []byte("#!")) {
-			mode = 0o755 // a script
-		}
-		_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: p, Mode: mode, Size: int64(len(data)), ModTime: time.Unix(0, 0)})
-		_, _ = tw.Write(data)
+	for _, e := range entries {
+		_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: e.Path, Mode: e.Mode, Size: int64(len(e.Data)), ModTime: time.Unix(0, 0)})
+		_, _ = tw.Write(e.Data)
 	}
 	if err := tw.Close(); err != nil {
 		return nil, err

@@ -24,15 +24,12 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/mine-runtime/mine/integration/testbed"
 )
-
-const pauseImage = "registry.k8s.io/pause:3.10"
 
 func main() {
 	binDir := flag.String("bin", "bin", "directory with containerd and containerd-shim-mine-v2")
@@ -57,18 +54,6 @@ func run(binDir, stockDir string, starts, pods int) (retErr error) {
 			retErr = err
 		}
 	}()
-	base, err := testbed.BusyboxImage()
-	if err != nil {
-		return err
-	}
-	pause, err := testbed.WithConfig(base, func(c *v1.Config) { c.Cmd = []string{"sleep", "2147483647"} })
-	if err != nil {
-		return err
-	}
-	if _, err := bed.Registry.Push("pause:3.10", pause); err != nil {
-		return err
-	}
-
 	if err := shimMemory(ctx, bed); err != nil {
 		return err
 	}
@@ -77,15 +62,13 @@ func run(binDir, stockDir string, starts, pods int) (retErr error) {
 	if err != nil {
 		return err
 	}
-	stock, err := testbed.NewStockDaemon(dir, stockDir, pauseImage)
+	stock, err := testbed.NewStockDaemon(dir, stockDir, testbed.PauseImage)
 	if err != nil {
 		return err
 	}
-	for _, d := range []*testbed.Daemon{bed.Daemon, stock} {
-		for _, host := range []string{"docker.io", "registry.k8s.io"} {
-			if err := d.RouteRegistry(host, bed.Registry.Host); err != nil {
-				return err
-			}
+	for _, host := range []string{"docker.io", "registry.k8s.io"} {
+		if err := stock.RouteRegistry(host, bed.Registry.Host); err != nil {
+			return err
 		}
 	}
 	if err := stock.Start(ctx); err != nil {
@@ -150,7 +133,7 @@ func measureCRI(ctx context.Context, d *testbed.Daemon, starts, pods int) (*criR
 	}
 	defer conn.Close()
 	rt, img := runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
-	for _, ref := range []string{"busybox", pauseImage} {
+	for _, ref := range []string{"busybox", testbed.PauseImage} {
 		if _, err := img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
 			return nil, err
 		}
