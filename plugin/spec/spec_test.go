@@ -368,13 +368,13 @@ func TestSpec(t *testing.T) {
 				t.Errorf("user = %+v, want 4242:0", u)
 			}
 		}},
-		{"Strict supplemental groups: only the context's", func(c *Container, _ *Host) {
+		{"Strict supplemental groups: the primary group and the context's, not /etc/group's", func(c *Container, _ *Host) {
 			c.Config.Linux.SecurityContext.RunAsUser = &runtimeapi.Int64Value{Value: 1000}
 			c.Config.Linux.SecurityContext.SupplementalGroups = []int64{4000}
 			c.Config.Linux.SecurityContext.SupplementalGroupsPolicy = runtimeapi.SupplementalGroupsPolicy_Strict
 		}, func(t *testing.T, s *specs.Spec) {
-			if u := s.Process.User; !slices.Equal(u.AdditionalGids, []uint32{4000}) {
-				t.Errorf("groups = %v, want [4000]", u.AdditionalGids)
+			if u := s.Process.User; !slices.Equal(u.AdditionalGids, []uint32{1000, 4000}) {
+				t.Errorf("groups = %v, want [1000 4000] (without dev's 2000)", u.AdditionalGids)
 			}
 		}},
 		{"AppArmor unset: the runtime default where the kernel has AppArmor", func(_ *Container, h *Host) {

@@ -17,9 +17,9 @@ import (
 // resolveUser is the user the container runs as, as containerd's CRI
 // resolves it: the context's user (a uid or a name, with the context's
 // group winning over the passwd entry's), else the image's, else root.
-// Under the Merge policy (the default) the user's groups in the image's
-// /etc/group are added, whoever the user is, the image's default included;
-// then the context's supplemental groups.
+// The groups are the primary one; under the Merge policy (the default)
+// the user's groups in the image's /etc/group, whoever the user is, the
+// image's default included; then the context's supplemental groups.
 func resolveUser(c *Container) (specs.User, error) {
 	sc := c.Config.GetLinux().GetSecurityContext()
 	spec, name := c.Image.Config.User, ""
@@ -39,12 +39,13 @@ func resolveUser(c *Container) (specs.User, error) {
 	}
 	out := specs.User{UID: uint32(u.Uid), GID: uint32(u.Gid)}
 
-	var gids []uint32
+	// The primary group is always among the groups, as containerd and
+	// critest have it; Strict leaves out only /etc/group's memberships.
+	gids := []uint32{out.GID}
 	if sc.GetSupplementalGroupsPolicy() == runtimeapi.SupplementalGroupsPolicy_Merge {
 		if name == "" {
 			name = userName(passwd, u.Uid, spec)
 		}
-		gids = append(gids, out.GID)
 		gids = append(gids, memberOf(group, name)...)
 	}
 	for _, g := range sc.GetSupplementalGroups() {
