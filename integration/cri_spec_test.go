@@ -1,10 +1,12 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -176,4 +178,76 @@ func TestCRITargetPIDNamespace(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("targeting a container that does not run: %v, want FailedPrecondition", err)
 	}
+}
+
+// TestCRIPodInitForStatistics: a pod whose containers do not share a PID
+// namespace still gets its init, in the background, as the task of its
+// containerd record: kubelet's cAdvisor reads the pod's network statistics
+// from it. A pod stopped while that init starts leaves nothing behind.
+func TestCRIPodInitForStatistics(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	client, err := daemon.Client("k8s.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+
+	pod := podConfig(t, "statsinit")
+	pod.Labels = map[string]string{"io.kubernetes.pod.name": "statsinit", "io.kubernetes.pod.namespace": "test"}
+	podID := c.runPod(t, pod)
+	record, err := client.LoadContainer(ctx, podID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels, err := record.Labels(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{"io.cri-containerd.kind": "sandbox", "io.kubernetes.pod.name": "statsinit", "io.kubernetes.pod.namespace": "test"} {
+		if labels[k] != want {
+			t.Errorf("label %s=%q, want %q", k, labels[k], want)
+		}
+	}
+	var pid uint32
+	waitFor(t, "the pod's init to run", 30*time.Second, func() bool {
+		task, err := record.Task(ctx, nil)
+		if err != nil {
+			return false
+		}
+		st, err := task.Status(ctx)
+		pid = task.Pid()
+		return err == nil && st.Status == "running"
+	})
+	// It is in the pod's network namespace: its net/dev is the pod's.
+	out := mustExecPodNetDev(t, pid)
+	if !strings.Contains(out, "eth0") {
+		t.Errorf("the init's network namespace has no eth0:\n%s", out)
+	}
+
+	shims := len(daemon.Shims())
+	quick := podConfig(t, "statsinit-quick")
+	resp, err := c.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: quick})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: resp.PodSandboxId}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: resp.PodSandboxId}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stopped pod's shim to exit", 30*time.Second, func() bool { return len(daemon.Shims()) <= shims })
+	if _, err := client.LoadContainer(ctx, resp.PodSandboxId); err == nil {
+		t.Error("the removed pod's record is left")
+	}
+}
+
+func mustExecPodNetDev(t *testing.T, pid uint32) string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/dev", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
 }

@@ -9,8 +9,10 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -32,11 +34,12 @@ func sharesPIDNamespace(cfg *runtimeapi.PodSandboxConfig) bool {
 // pod runs one small process, its init: the shim binary, from an empty,
 // read-only root (package extension), in the pod's namespaces and under a
 // cgroup named after the pod. It is the init of the pod's PID namespace
-// when the containers share one; and it is what kubelet's cAdvisor takes a
-// pod's network statistics from (the /proc/PID/net/dev of the task of a
-// containerd container labelled as a sandbox), as it does from a pause
-// container. With sandbox_image set, a classic pause container of that
-// image is the init instead.
+// when the containers share one, started before the pod is ready; and it
+// is what kubelet's cAdvisor takes a pod's network statistics from (the
+// /proc/PID/net/dev of the task of a containerd container labelled as a
+// sandbox), as it does from a pause container, started in the background
+// where that is its only use (startStatsInit). With sandbox_image set, a
+// classic pause container of that image is the init instead.
 func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtimeapi.PodSandboxConfig, rt config.Runtime) ([]containerd.NewContainerOpts, error) {
 	common := []oci.SpecOpts{
 		oci.WithCapabilities(nil),
@@ -111,6 +114,44 @@ func (s *Service) sandboxImage(ctx context.Context, ref string) (containerd.Imag
 	}
 	return containerd.NewImage(s.client, ci.record), nil
 }
+
+// startStatsInit starts the init of a pod whose containers do not share
+// its PID namespace, after RunPodSandbox has made the pod. Its lock,
+// taken before the pod's, makes StopPodSandbox wait for a start under way
+// and then stop what it started. A failure costs the pod its network
+// statistics in kubelet's summary, nothing else: it is logged.
+func (s *Service) startStatsInit(ctx context.Context, id string) {
+	unlockInit := s.lock(initLock(id))
+	defer unlockInit()
+	c, m, err := s.loadSandbox(ctx, id)
+	if err != nil || !m.Ready {
+		return
+	}
+	task, err := c.NewTask(ctx, cio.NullIO)
+	if err == nil {
+		if err = task.Start(ctx); err != nil {
+			task.Delete(ctx, containerd.WithProcessKill)
+		}
+	}
+	if err != nil {
+		log.G(ctx).WithError(err).WithField("id", id).Warn("start the pod's init: kubelet will have no network statistics for it")
+		return
+	}
+	init := processIdentity(task.Pid())
+	unlock := s.lock(id)
+	defer unlock()
+	if c, m, err = s.loadSandbox(ctx, id); err == nil {
+		m.Init = init
+		err = c.Update(ctx, withMeta(m))
+	}
+	if err != nil {
+		log.G(ctx).WithError(err).WithField("id", id).Warn("record the pod's init")
+	}
+}
+
+// initLock is the name of the lock of a pod's init, taken before the
+// pod's own.
+func initLock(id string) string { return id + "/init" }
 
 // podPIDNamespace is the PID namespace of a pod's init, "" for a pod
 // without one. A dead init's pid may be another process's by now: that is

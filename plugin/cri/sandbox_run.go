@@ -145,6 +145,13 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 		return nil, toStatus(fmt.Errorf("record pod sandbox: %w", err))
 	}
 	undo = append(undo, func() { record.Delete(cleanupCtx, containerd.WithSnapshotCleanup) })
+	if !sharesPIDNamespace(cfg) && s.config.SandboxImage == "" {
+		// Nothing of the pod needs its init but kubelet's statistics: it
+		// starts once the pod is made, off the path of the pod's start.
+		created = true
+		go s.startStatsInit(context.WithoutCancel(ctx), id)
+		return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
+	}
 	task, err := record.NewTask(ctx, cio.NullIO)
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("pod init: %w", err))

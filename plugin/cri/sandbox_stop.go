@@ -34,6 +34,9 @@ func (s *Service) StopPodSandbox(ctx context.Context, r *runtimeapi.StopPodSandb
 }
 
 func (s *Service) stopSandbox(ctx context.Context, id string) error {
+	// An init starting in the background is waited for, then stopped.
+	unlockInit := s.lock(initLock(id))
+	defer unlockInit()
 	unlock := s.lock(id)
 	defer unlock()
 	c, m, err := s.loadSandbox(ctx, id)
