@@ -117,8 +117,8 @@ func (s *Service) recordStartError(ctx context.Context, c containerd.Container, 
 	}
 }
 
-// deleteTask deletes a container's task, if it has one, killing its
-// process.
+// deleteTask deletes a container's task (or a pod's init), if it has
+// one, killing its process.
 func deleteTask(ctx context.Context, c containerd.Container) error {
 	task, err := c.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {

@@ -165,18 +165,3 @@ func (s *Service) podPIDNamespace(ctx context.Context, sb *sandboxMeta) (string,
 	}
 	return fmt.Sprintf("/proc/%d/ns/pid", sb.Init.Pid), nil
 }
-
-// stopPodInit ends a pod's init, if it has one.
-func stopPodInit(ctx context.Context, c containerd.Container) error {
-	task, err := c.Task(ctx, nil)
-	if errdefs.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-		return err
-	}
-	return nil
-}

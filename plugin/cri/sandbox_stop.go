@@ -48,7 +48,7 @@ func (s *Service) stopSandbox(ctx context.Context, id string) error {
 			return fmt.Errorf("stop container %s of pod %s: %w", cid, id, err)
 		}
 	}
-	if err := stopPodInit(ctx, c); err != nil {
+	if err := deleteTask(ctx, c); err != nil {
 		return fmt.Errorf("stop the init of pod %s: %w", id, err)
 	}
 	if !m.Ready {
