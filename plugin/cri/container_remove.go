@@ -53,6 +53,7 @@ func (s *Service) removeContainer(ctx context.Context, id string) error {
 	s.unpinTargetPIDNamespace(id)
 	os.RemoveAll(s.containerDir(id))
 	s.names.release(kindContainer, m.Name, id)
+	s.publish(ctx, id, m.SandboxID, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return nil
 }
 

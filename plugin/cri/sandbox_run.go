@@ -60,7 +60,13 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 		return nil, toStatus(errdefs.ErrAlreadyExists.WithMessage(fmt.Sprintf("pod sandbox %q already exists as %s", name, holder.id)))
 	}
 	created := false
-	defer func() { s.names.finish(kindSandbox, name, created) }()
+	defer func() {
+		s.names.finish(kindSandbox, name, created)
+		if created {
+			s.publish(ctx, id, id, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
+			s.publish(ctx, id, id, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
+		}
+	}()
 
 	cleanupCtx := ctx
 	var undo []func()

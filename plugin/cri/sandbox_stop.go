@@ -67,5 +67,9 @@ func (s *Service) stopSandbox(ctx context.Context, id string) error {
 		return err
 	}
 	m.Ready = false
-	return c.Update(ctx, withMeta(m))
+	if err := c.Update(ctx, withMeta(m)); err != nil {
+		return err
+	}
+	s.publish(ctx, id, id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+	return nil
 }

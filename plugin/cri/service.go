@@ -55,6 +55,7 @@ type Service struct {
 	host  *spec.Host
 	users imageUsers
 
+	events  *eventBroker
 	locks   keyedMutex
 	cpu     cpuSamples
 	streams streaming.Server
@@ -77,6 +78,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		rootDir:  o.RootDir,
 		stateDir: o.StateDir,
 		names:    newNameIndex(),
+		events:   newEventBroker(),
 	}
 	s.images = newImageService(o.Client, o.Config)
 	var err error
@@ -96,6 +98,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		return nil, err
 	}
 	go s.watchExits(context.WithoutCancel(ctx))
+	go s.sendEvents(context.WithoutCancel(ctx))
 	if s.host.MinOOMScoreAdj > -1000 {
 		log.G(ctx).WithField("floor", s.host.MinOOMScoreAdj).Info("containers' oom_score_adj is clamped: the daemon may not lower scores (restrict_oom_score_adj, or no CAP_SYS_RESOURCE)")
 	}

@@ -188,8 +188,19 @@ func (s *Service) updateContainerMeta(ctx context.Context, c containerd.Containe
 	if err != nil {
 		return nil, err
 	}
+	started, finished := m.StartedAt, m.FinishedAt
 	change(m)
-	return m, c.Update(ctx, append(extra, withMeta(m))...)
+	if err := c.Update(ctx, append(extra, withMeta(m))...); err != nil {
+		return m, err
+	}
+	// Every start and exit is recorded here, whoever records it.
+	if started == 0 && m.StartedAt != 0 {
+		s.publish(ctx, m.ID, m.SandboxID, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
+	}
+	if finished == 0 && m.FinishedAt != 0 {
+		s.publish(ctx, m.ID, m.SandboxID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+	}
+	return m, nil
 }
 
 // recover rebuilds the name index from containerd after a restart; exits

@@ -1,0 +1,121 @@
+package cri
+
+import (
+	"context"
+	"sync"
+
+	"github.com/containerd/log"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// GetContainerEvents streams every lifecycle change of pods and containers
+// (created, started, stopped, deleted) with the statuses after it, as
+// kubelet's evented PLEG reads them. A subscriber that falls too far
+// behind is disconnected, as containerd's CRI does: it relists and
+// subscribes again, rather than acting on a stream with holes in it.
+func (s *Service) GetContainerEvents(_ *runtimeapi.GetEventsRequest, stream grpc.ServerStreamingServer[runtimeapi.ContainerEventResponse]) error {
+	ch, cancel := s.events.subscribe()
+	defer cancel()
+	for {
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case ev, ok := <-ch:
+			if !ok {
+				return status.Error(codes.ResourceExhausted, "container events: the subscriber fell too far behind; list again and subscribe again")
+			}
+			if err := stream.Send(ev); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// lifecycleEvent is a change to publish: statuses are added when it is
+// sent, outside the locks of the request that made the change.
+type lifecycleEvent struct {
+	id, sandboxID string // sandboxID == id for a pod's own events
+	typ           runtimeapi.ContainerEventType
+	at            int64
+}
+
+// eventBroker hands lifecycle events to GetContainerEvents subscribers in
+// the order they happened.
+type eventBroker struct {
+	queue chan lifecycleEvent
+	mu    sync.Mutex
+	subs  map[chan *runtimeapi.ContainerEventResponse]bool
+}
+
+// Queue and subscriber buffers: kubelet reads as fast as it is sent to;
+// a burst of pod starts stays far below these.
+const (
+	eventQueueSize      = 4096
+	eventSubscriberSize = 1024
+)
+
+func newEventBroker() *eventBroker {
+	return &eventBroker{queue: make(chan lifecycleEvent, eventQueueSize), subs: map[chan *runtimeapi.ContainerEventResponse]bool{}}
+}
+
+// publish queues an event without blocking the request that made it.
+func (s *Service) publish(ctx context.Context, id, sandboxID string, typ runtimeapi.ContainerEventType) {
+	select {
+	case s.events.queue <- lifecycleEvent{id: id, sandboxID: sandboxID, typ: typ, at: nowNano()}:
+	default:
+		log.G(ctx).WithField("id", id).Warn("container event queue full: event dropped")
+	}
+}
+
+func (b *eventBroker) subscribe() (<-chan *runtimeapi.ContainerEventResponse, func()) {
+	ch := make(chan *runtimeapi.ContainerEventResponse, eventSubscriberSize)
+	b.mu.Lock()
+	b.subs[ch] = true
+	b.mu.Unlock()
+	return ch, func() {
+		b.mu.Lock()
+		if b.subs[ch] {
+			delete(b.subs, ch)
+			close(ch)
+		}
+		b.mu.Unlock()
+	}
+}
+
+// sendEvents turns queued events into responses, with the statuses as
+// they are when the event is sent, and fans them out.
+func (s *Service) sendEvents(ctx context.Context) {
+	for ev := range s.events.queue {
+		resp := s.eventResponse(ctx, ev)
+		s.events.mu.Lock()
+		for ch := range s.events.subs {
+			select {
+			case ch <- resp:
+			default:
+				delete(s.events.subs, ch)
+				close(ch)
+			}
+		}
+		s.events.mu.Unlock()
+	}
+}
+
+func (s *Service) eventResponse(ctx context.Context, ev lifecycleEvent) *runtimeapi.ContainerEventResponse {
+	resp := &runtimeapi.ContainerEventResponse{ContainerId: ev.id, ContainerEventType: ev.typ, CreatedAt: ev.at}
+	if ps, err := s.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: ev.sandboxID}); err == nil {
+		resp.PodSandboxStatus = ps.GetStatus()
+	}
+	ids := []string{ev.id}
+	if ev.id == ev.sandboxID {
+		ids = s.containersOf(s.nsContext(ctx), ev.sandboxID)
+	}
+	for _, id := range ids {
+		if cs, err := s.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id}); err == nil {
+			resp.ContainersStatuses = append(resp.ContainersStatuses, cs.GetStatus())
+		}
+	}
+	return resp
+}
