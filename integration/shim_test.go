@@ -175,7 +175,7 @@ func TestDaemonRestartKeepsContainers(t *testing.T) {
 	}
 	var out buffer
 	proc, exitC := startExec(t, running, runTask, "after-restart", false, []string{"echo", "exec after restart"},
-		cio.NewCreator(cio.WithStreams(nil, &out, nil)))
+		cio.NewCreator(cio.WithFIFODir(t.TempDir()), cio.WithStreams(nil, &out, nil)))
 	if code := waitExit(t, exitC); code != 0 {
 		t.Fatalf("exec after restart exited %d", code)
 	}

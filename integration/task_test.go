@@ -85,7 +85,7 @@ func TestRunReadsStdoutStderrAndExitCode(t *testing.T) {
 	container := newContainer(t, c, containerID(t, ""),
 		oci.WithProcessArgs("sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 3"))
 	var stdout, stderr buffer
-	task, exitC := startTask(t, container, cio.NewCreator(cio.WithStreams(nil, &stdout, &stderr)))
+	task, exitC := startTask(t, container, cio.NewCreator(cio.WithFIFODir(t.TempDir()), cio.WithStreams(nil, &stdout, &stderr)))
 	if code := waitExit(t, exitC); code != 3 {
 		t.Fatalf("exit code %d, want 3", code)
 	}
@@ -115,7 +115,7 @@ func TestExecWithStdin(t *testing.T) {
 	task, _ := startTask(t, container, cio.NullIO)
 	var stdout, stderr buffer
 	proc, exitC := startExec(t, container, task, "cat", false, []string{"sh", "-c", "cat; echo exec-stderr >&2; exit 5"},
-		cio.NewCreator(cio.WithStreams(strings.NewReader("hello through stdin\n"), &stdout, &stderr)))
+		cio.NewCreator(cio.WithFIFODir(t.TempDir()), cio.WithStreams(strings.NewReader("hello through stdin\n"), &stdout, &stderr)))
 	if err := proc.CloseIO(ctx, containerd.WithStdinCloser); err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestExecWithTTYAndResize(t *testing.T) {
 	// The shell waits for a line, so the size it prints is the one set by
 	// Resize, not the console's initial one.
 	proc, exitC := startExec(t, container, task, "tty", true, []string{"sh", "-c", "read go; [ -t 0 ] && echo is-a-tty; stty size"},
-		cio.NewCreator(cio.WithStreams(stdinR, &out, nil), cio.WithTerminal))
+		cio.NewCreator(cio.WithFIFODir(t.TempDir()), cio.WithStreams(stdinR, &out, nil), cio.WithTerminal))
 	if err := proc.Resize(ctx, 123, 45); err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestKillDeliversSignals(t *testing.T) {
 	container := newContainer(t, c, containerID(t, ""), oci.WithProcessArgs("sh", "-c",
 		`trap 'echo got-usr1' USR1; trap 'exit 42' TERM; echo ready; while true; do sleep 0.05; done`))
 	var out buffer
-	task, exitC := startTask(t, container, cio.NewCreator(cio.WithStreams(nil, &out, nil)))
+	task, exitC := startTask(t, container, cio.NewCreator(cio.WithFIFODir(t.TempDir()), cio.WithStreams(nil, &out, nil)))
 	ctx := testContext(t)
 	waitFor(t, "the traps to be set", 10*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
 	if err := task.Kill(ctx, syscall.SIGUSR1); err != nil {
@@ -253,7 +253,7 @@ func TestStatsAndUpdate(t *testing.T) {
 		oci.WithProcessArgs("sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo busy-done; sleep 600"),
 		oci.WithMemoryLimit(256<<20))
 	var out buffer
-	task, _ := startTask(t, container, cio.NewCreator(cio.WithStreams(nil, &out, nil)))
+	task, _ := startTask(t, container, cio.NewCreator(cio.WithFIFODir(t.TempDir()), cio.WithStreams(nil, &out, nil)))
 	waitFor(t, "the busy loop", 30*time.Second, func() bool { return strings.Contains(out.String(), "busy-done") })
 
 	usage, limit, cpu := memoryAndCPU(t, task)
