@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"google.golang.org/grpc"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -66,4 +67,15 @@ func (s *Service) ListContainers(ctx context.Context, r *runtimeapi.ListContaine
 		})
 	}
 	return resp, nil
+}
+
+// StreamContainers is ListContainers in pages.
+func (s *Service) StreamContainers(r *runtimeapi.StreamContainersRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamContainersResponse]) error {
+	resp, err := s.ListContainers(stream.Context(), &runtimeapi.ListContainersRequest{Filter: r.GetFilter()})
+	if err != nil {
+		return err
+	}
+	return sendPages(stream, resp.GetContainers(), func(p []*runtimeapi.Container) *runtimeapi.StreamContainersResponse {
+		return &runtimeapi.StreamContainersResponse{Containers: p}
+	})
 }

@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"encoding/json"
+	"google.golang.org/grpc"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
@@ -48,4 +49,15 @@ func imageConfig(ctx context.Context, img containerd.Image) (*ocispec.Image, err
 	}
 	var cfg ocispec.Image
 	return &cfg, json.Unmarshal(data, &cfg)
+}
+
+// StreamImages is ListImages in pages.
+func (s *Service) StreamImages(r *runtimeapi.StreamImagesRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamImagesResponse]) error {
+	resp, err := s.ListImages(stream.Context(), &runtimeapi.ListImagesRequest{Filter: r.GetFilter()})
+	if err != nil {
+		return err
+	}
+	return sendPages(stream, resp.GetImages(), func(p []*runtimeapi.Image) *runtimeapi.StreamImagesResponse {
+		return &runtimeapi.StreamImagesResponse{Images: p}
+	})
 }

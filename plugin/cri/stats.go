@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"fmt"
+	"google.golang.org/grpc"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -292,4 +293,26 @@ func (s *Service) ListPodSandboxStats(ctx context.Context, r *runtimeapi.ListPod
 		resp.Stats = append(resp.Stats, s.podStats(ctx, sb))
 	}
 	return resp, nil
+}
+
+// StreamContainerStats is ListContainerStats in pages.
+func (s *Service) StreamContainerStats(r *runtimeapi.StreamContainerStatsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamContainerStatsResponse]) error {
+	resp, err := s.ListContainerStats(stream.Context(), &runtimeapi.ListContainerStatsRequest{Filter: r.GetFilter()})
+	if err != nil {
+		return err
+	}
+	return sendPages(stream, resp.GetStats(), func(p []*runtimeapi.ContainerStats) *runtimeapi.StreamContainerStatsResponse {
+		return &runtimeapi.StreamContainerStatsResponse{ContainerStats: p}
+	})
+}
+
+// StreamPodSandboxStats is ListPodSandboxStats in pages.
+func (s *Service) StreamPodSandboxStats(r *runtimeapi.StreamPodSandboxStatsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxStatsResponse]) error {
+	resp, err := s.ListPodSandboxStats(stream.Context(), &runtimeapi.ListPodSandboxStatsRequest{Filter: r.GetFilter()})
+	if err != nil {
+		return err
+	}
+	return sendPages(stream, resp.GetStats(), func(p []*runtimeapi.PodSandboxStats) *runtimeapi.StreamPodSandboxStatsResponse {
+		return &runtimeapi.StreamPodSandboxStatsResponse{PodSandboxStats: p}
+	})
 }
