@@ -359,3 +359,33 @@ func TestCRIPodInitExitEndsItsContainers(t *testing.T) {
 		return err == nil && st.Status.State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY
 	})
 }
+
+// TestCRIUpdatePodSandboxResources records a resized pod's resources, as
+// kubelet reports an in-place resize, and refuses an unknown pod.
+func TestCRIUpdatePodSandboxResources(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	_, err := c.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: "no-such-pod"})
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("unknown pod: %v, want NotFound", err)
+	}
+	podID := c.runPod(t, podConfig(t, "resize"))
+	if _, err := c.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{
+		PodSandboxId: podID,
+		Resources:    &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 123456789},
+		Overhead:     &runtimeapi.LinuxContainerResources{CpuShares: 77},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct {
+		Config *runtimeapi.PodSandboxConfig `json:"config"`
+	}
+	jsonUnmarshal(t, resp.Info["info"], &info)
+	if info.Config.GetLinux().GetResources().GetMemoryLimitInBytes() != 123456789 || info.Config.GetLinux().GetOverhead().GetCpuShares() != 77 {
+		t.Errorf("recorded pod config %v", info.Config.GetLinux())
+	}
+}
