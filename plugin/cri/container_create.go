@@ -3,7 +3,6 @@ package cri
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
@@ -24,6 +23,9 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 	if cfg.GetImage().GetImage() == "" {
 		return nil, toStatus(invalid("container config needs an image"))
 	}
+	if err := validNames("container", map[string]string{"name": cfg.GetMetadata().GetName()}); err != nil {
+		return nil, toStatus(err)
+	}
 	sandboxID, err := s.names.resolve(kindSandbox, r.GetPodSandboxId())
 	if err != nil {
 		return nil, toStatus(err)
@@ -37,6 +39,10 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 	}
 	if !sb.Ready {
 		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("pod sandbox " + sandboxID + " is not ready"))
+	}
+	logPath, err := containerLogPath(sb.config.GetLogDirectory(), cfg.GetLogPath())
+	if err != nil {
+		return nil, toStatus(err)
 	}
 	ci, err := s.images.find(ctx, cfg.GetImage().GetImage())
 	if err != nil {
@@ -79,10 +85,6 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 	raw, err := proto.Marshal(cfg)
 	if err != nil {
 		return nil, toStatus(err)
-	}
-	logPath := ""
-	if dir, p := sb.config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && p != "" {
-		logPath = filepath.Join(dir, p)
 	}
 	meta := &containerMeta{
 		ID:         id,

@@ -39,11 +39,20 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	if md == nil || md.Name == "" || md.Namespace == "" || md.Uid == "" {
 		return nil, toStatus(invalid("pod sandbox config needs metadata with a name, a namespace and a uid"))
 	}
+	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	if err := validNames("pod sandbox", map[string]string{"name": md.Name, "namespace": md.Namespace, "uid": md.Uid, "hostname": cfg.GetHostname()}); err != nil {
+		return nil, toStatus(err)
+	}
+	if dir := cfg.GetLogDirectory(); dir != "" && !filepath.IsAbs(dir) {
+		return nil, toStatus(invalid(fmt.Sprintf("log_directory %q is not absolute", dir)))
+	}
+	if err := validSysctls(cfg.GetLinux().GetSysctls(), nsOpts); err != nil {
+		return nil, toStatus(err)
+	}
 	handler, rt, err := s.runtimeFor(r.GetRuntimeHandler())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 
 	name := sandboxName(md)
 	id := newID()

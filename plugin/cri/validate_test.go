@@ -1,0 +1,69 @@
+package cri
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func TestValidSysctls(t *testing.T) {
+	pod := &runtimeapi.NamespaceOption{}
+	hostNet := &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}
+	hostIPC := &runtimeapi.NamespaceOption{Ipc: runtimeapi.NamespaceMode_NODE}
+	for _, tc := range []struct {
+		key string
+		ns  *runtimeapi.NamespaceOption
+		ok  bool
+	}{
+		{"net.ipv4.ip_unprivileged_port_start", pod, true},
+		{"net.core.somaxconn", hostNet, false},
+		{"kernel.shm_rmid_forced", pod, true},
+		{"kernel.shm_rmid_forced", hostIPC, false},
+		{"fs.mqueue.msg_max", pod, true},
+		{"kernel.panic", pod, false}, // not namespaced: the node's
+		{"vm.overcommit_memory", pod, false},
+		{"net/ipv4/ip_forward", pod, false},
+		{"net.ipv4..conf", pod, false},
+		{"net.ipv4.conf.all.forwarding/../../kernel", pod, false},
+	} {
+		err := validSysctls(map[string]string{tc.key: "1"}, tc.ns)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, errdefs.ErrInvalidArgument)) {
+			t.Errorf("%s (%v): %v, want ok=%v", tc.key, tc.ns, err, tc.ok)
+		}
+	}
+}
+
+func TestContainerLogPath(t *testing.T) {
+	dir := t.TempDir()
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(dir, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "f"), filepath.Join(dir, "link.log")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := containerLogPath(dir, "app/0.log"); err != nil || got != filepath.Join(dir, "app/0.log") {
+		t.Errorf("a plain log path: %q, %v", got, err)
+	}
+	for _, p := range []string{"../../../../etc/cron.d/evil", "/etc/cron.d/evil", "app/../../x", "escape/0.log", "link.log"} {
+		if _, err := containerLogPath(dir, p); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("log_path %q: %v, want InvalidArgument", p, err)
+		}
+	}
+	if _, err := containerLogPath("../../tmp/x", "0.log"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("a relative log directory: %v, want InvalidArgument", err)
+	}
+}
+
+func TestValidNames(t *testing.T) {
+	if err := validNames("pod sandbox", map[string]string{"name": "web\x00x"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("NUL in a name: %v", err)
+	}
+	if err := validNames("pod sandbox", map[string]string{"name": "web-1.a_b"}); err != nil {
+		t.Errorf("a plain name: %v", err)
+	}
+}
