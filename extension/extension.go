@@ -18,7 +18,10 @@
 // max_line splits longer lines into partial (P) lines; -1 or absent means
 // no limit. max_size, when set, makes the shim start the file over once it
 // is larger: the plugin asks for it on the log it keeps for a container
-// kubelet gave no log path, which only Attach reads.
+// kubelet gave no log path, which only Attach reads. beneath, when set,
+// is a directory the log file must stay in: the shim makes and opens the
+// file through it without following any link out of it (the pod's log
+// directory, which other processes of the node may write to).
 //
 // # Reopening a log
 //
@@ -50,6 +53,7 @@ package extension
 import (
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"strconv"
 )
 
@@ -82,11 +86,15 @@ func ParseStdin(s string) (path string, keepOpen bool) {
 	return u.Path, u.Query().Get("keep_open") == "1"
 }
 
-// LogURI returns the stdio URI for a CRI log at path; maxSize 0 means the
-// file grows until kubelet rotates it.
-func LogURI(path string, maxLine int, maxSize int64) string {
+// LogURI returns the stdio URI for a CRI log at path, an absolute path
+// within the directory beneath ("" for none); maxSize 0 means the file
+// grows until kubelet rotates it.
+func LogURI(path, beneath string, maxLine int, maxSize int64) string {
 	u := url.URL{Scheme: LogScheme, Path: path}
 	q := url.Values{}
+	if beneath != "" {
+		q.Set("beneath", beneath)
+	}
 	if maxLine > 0 {
 		q.Set("max_line", strconv.Itoa(maxLine))
 	}
@@ -100,8 +108,9 @@ func LogURI(path string, maxLine int, maxSize int64) string {
 // Log is a parsed CRI log URI.
 type Log struct {
 	Path    string
-	MaxLine int   // -1: no limit
-	MaxSize int64 // 0: no limit
+	Beneath string // "": anywhere
+	MaxLine int    // -1: no limit
+	MaxSize int64  // 0: no limit
 }
 
 // ParseLogURI parses a CRI log URI; ok is false for anything else.
@@ -110,8 +119,11 @@ func ParseLogURI(s string) (l Log, ok bool, err error) {
 	if err != nil || u.Scheme != LogScheme {
 		return l, false, nil
 	}
-	l = Log{Path: u.Path, MaxLine: -1}
 	q := u.Query()
+	l = Log{Path: u.Path, Beneath: q.Get("beneath"), MaxLine: -1}
+	if !filepath.IsAbs(l.Path) {
+		return l, true, fmt.Errorf("log URI %s: the path is not absolute", s)
+	}
 	if v := q.Get("max_line"); v != "" {
 		if l.MaxLine, err = strconv.Atoi(v); err != nil {
 			return l, true, fmt.Errorf("log URI %s: bad max_line: %w", s, err)

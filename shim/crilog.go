@@ -2,7 +2,7 @@ package shim
 
 import (
 	"bytes"
-
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -17,8 +17,9 @@ import (
 // container never waits on containerd.
 type criLog struct {
 	path    string
-	maxLine int   // longer lines are split into partial lines; <= 0: no limit
-	maxSize int64 // the file starts over past this size; 0: no limit
+	beneath string // the directory path must stay in, "" for none
+	maxLine int    // longer lines are split into partial lines; <= 0: no limit
+	maxSize int64  // the file starts over past this size; 0: no limit
 
 	// partialDelay is how long a line start waits for its end before it
 	// is written as a partial entry (partialFlushDelay).
@@ -31,16 +32,13 @@ type criLog struct {
 }
 
 func openCRILog(l extension.Log) (*criLog, error) {
-	log := &criLog{path: l.Path, maxLine: l.MaxLine, maxSize: l.MaxSize, partialDelay: partialFlushDelay}
+	log := &criLog{path: l.Path, beneath: l.Beneath, maxLine: l.MaxLine, maxSize: l.MaxSize, partialDelay: partialFlushDelay}
 	return log, log.reopen()
 }
 
 // reopen starts a new file at the path, as kubelet's log rotation needs.
 func (l *criLog) reopen() error {
-	if err := os.MkdirAll(filepath.Dir(l.path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	f, err := l.open()
 	if err != nil {
 		return err
 	}
@@ -56,6 +54,37 @@ func (l *criLog) reopen() error {
 		old.Close()
 	}
 	return nil
+}
+
+// open makes the log file, and its directory, and opens it for appending.
+// Beneath a directory, it is done through that directory: no link in it
+// (a rotated file swapped for a symlink, say) leads the shim out of it.
+func (l *criLog) open() (*os.File, error) {
+	const flags, perm = os.O_WRONLY | os.O_CREATE | os.O_APPEND, 0o640
+	if l.beneath == "" {
+		if err := os.MkdirAll(filepath.Dir(l.path), 0o755); err != nil {
+			return nil, err
+		}
+		return os.OpenFile(l.path, flags, perm)
+	}
+	rel, err := filepath.Rel(l.beneath, l.path)
+	if err != nil || !filepath.IsLocal(rel) {
+		return nil, fmt.Errorf("log %s is not within %s", l.path, l.beneath)
+	}
+	// The directory itself is trusted (kubelet makes it, and /var/log may
+	// well be a link); what is below it is not.
+	if err := os.MkdirAll(l.beneath, 0o755); err != nil {
+		return nil, err
+	}
+	root, err := os.OpenRoot(l.beneath)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	if err := root.MkdirAll(filepath.Dir(rel), 0o755); err != nil {
+		return nil, err
+	}
+	return root.OpenFile(rel, flags, perm)
 }
 
 // entry writes one line of a stream; full tells F (complete) from P.

@@ -138,3 +138,40 @@ func TestCRILogFlushesALineStartThatWaits(t *testing.T) {
 		t.Fatalf("entries %q", got)
 	}
 }
+
+// A log beneath its pod's directory is never made through a link out of
+// it: not when first opened, not when reopened after a rotation.
+func TestCRILogStaysBeneathItsDirectory(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	path := filepath.Join(dir, "app", "0.log")
+	l, err := openCRILog(extension.Log{Path: path, Beneath: dir, MaxLine: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// The file is rotated away and its name replaced by a link out.
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "evil"), path); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.reopen(); err == nil {
+		t.Error("reopened the log through a link out of its directory")
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "app")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "app")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openCRILog(extension.Log{Path: path, Beneath: dir, MaxLine: -1}); err == nil {
+		t.Error("opened a log through a linked directory out of its directory")
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Errorf("files made outside the log directory: %v", entries)
+	}
+}

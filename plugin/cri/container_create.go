@@ -87,15 +87,16 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 		return nil, toStatus(err)
 	}
 	meta := &containerMeta{
-		ID:         id,
-		Name:       name,
-		SandboxID:  sandboxID,
-		Config:     raw,
-		ImageRef:   cfg.GetImage().GetImage(),
-		ImageID:    ci.id,
-		LogPath:    logPath,
-		CreatedAt:  nowNano(),
-		StopSignal: imgCfg.Config.StopSignal,
+		ID:           id,
+		Name:         name,
+		SandboxID:    sandboxID,
+		Config:       raw,
+		ImageRef:     cfg.GetImage().GetImage(),
+		ImageID:      ci.id,
+		LogPath:      logPath,
+		LogDirectory: sb.config.GetLogDirectory(),
+		CreatedAt:    nowNano(),
+		StopSignal:   imgCfg.Config.StopSignal,
 	}
 	_, err = s.client.NewContainer(ctx, id,
 		containerd.WithSnapshotter(s.config.Snapshotter),

@@ -143,7 +143,7 @@ func (s *Service) logIO(m *containerMeta, stdin string) cio.Creator {
 	if m.LogPath == "" {
 		maxSize = internalLogSize
 	}
-	stdout := extension.LogURI(s.outputLog(m), s.config.MaxContainerLogLineSize, maxSize)
+	stdout := extension.LogURI(s.outputLog(m), s.logBeneath(m), s.config.MaxContainerLogLineSize, maxSize)
 	stderr := stdout
 	if m.config.GetTty() {
 		stderr = ""
@@ -163,6 +163,14 @@ func (s *Service) outputLog(m *containerMeta) string {
 		return m.LogPath
 	}
 	return filepath.Join(s.containerDir(m.ID), "output.log")
+}
+
+// logBeneath is the directory a container's log must stay in.
+func (s *Service) logBeneath(m *containerMeta) string {
+	if m.LogPath != "" {
+		return m.LogDirectory
+	}
+	return s.containerDir(m.ID)
 }
 
 // uriIO is stdio the shim handles alone: there is nothing to copy here.

@@ -69,21 +69,24 @@ type sandboxMeta struct {
 
 // containerMeta is what is remembered of a container.
 type containerMeta struct {
-	ID         string
-	Name       string // name within the pod, unique per pod with attempt
-	SandboxID  string
-	Config     []byte // runtimeapi.ContainerConfig, protobuf
-	ImageRef   string // the image as the request named it
-	ImageID    string
-	LogPath    string // absolute, "" without one
-	StopSignal string // the image's, "" for SIGTERM
-	CreatedAt  int64
-	StartedAt  int64
-	FinishedAt int64
-	ExitCode   int32
-	Reason     string
-	Message    string
-	config     *runtimeapi.ContainerConfig
+	ID        string
+	Name      string // name within the pod, unique per pod with attempt
+	SandboxID string
+	Config    []byte // runtimeapi.ContainerConfig, protobuf
+	ImageRef  string // the image as the request named it
+	ImageID   string
+	LogPath   string // absolute, "" without one
+	// LogDirectory is the pod's log directory, which LogPath must stay in
+	// ("" in records made before it was kept).
+	LogDirectory string
+	StopSignal   string // the image's, "" for SIGTERM
+	CreatedAt    int64
+	StartedAt    int64
+	FinishedAt   int64
+	ExitCode     int32
+	Reason       string
+	Message      string
+	config       *runtimeapi.ContainerConfig
 }
 
 func (s *Service) nsContext(ctx context.Context) context.Context {
