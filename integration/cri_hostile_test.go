@@ -73,6 +73,16 @@ func TestCRIHostileRequests(t *testing.T) {
 		_, err := c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
 		refused("log_path "+p, err, "log_path")
 	}
+	procMount := containerConfig("proc", "exec sleep 600")
+	procMount.Mounts = []*runtimeapi.Mount{{HostPath: t.TempDir(), ContainerPath: "/proc"}}
+	_, err = c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: procMount, SandboxConfig: pod})
+	refused("a plain directory mounted onto /proc", err, "/proc")
+	huge := containerConfig("huge", "exec sleep 600")
+	huge.Annotations = map[string]string{"huge": strings.Repeat("x", 300<<10)}
+	_, err = c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: huge, SandboxConfig: pod})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("300 KiB of annotations: %v, want ResourceExhausted", err)
+	}
 	if err := os.Symlink(outside, filepath.Join(pod.LogDirectory, "escape")); err != nil {
 		t.Fatal(err)
 	}

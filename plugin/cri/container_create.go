@@ -26,6 +26,9 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 	if err := validNames("container", map[string]string{"name": cfg.GetMetadata().GetName()}); err != nil {
 		return nil, toStatus(err)
 	}
+	if err := validMetadataSize(cfg.GetLabels(), cfg.GetAnnotations()); err != nil {
+		return nil, toStatus(err)
+	}
 	sandboxID, err := s.names.resolve(kindSandbox, r.GetPodSandboxId())
 	if err != nil {
 		return nil, toStatus(err)

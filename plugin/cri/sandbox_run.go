@@ -49,6 +49,9 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	if err := validSysctls(cfg.GetLinux().GetSysctls(), nsOpts); err != nil {
 		return nil, toStatus(err)
 	}
+	if err := validMetadataSize(cfg.GetLabels(), cfg.GetAnnotations()); err != nil {
+		return nil, toStatus(err)
+	}
 	handler, rt, err := s.runtimeFor(r.GetRuntimeHandler())
 	if err != nil {
 		return nil, toStatus(err)

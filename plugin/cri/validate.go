@@ -8,6 +8,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -107,4 +108,30 @@ func containerLogPath(dir, p string) (string, error) {
 		return "", invalid(fmt.Sprintf("log_path %q is a symlink", p))
 	}
 	return full, nil
+}
+
+// Limits on a request's labels and annotations: the Kubernetes API's own
+// total for annotations, and containerd's for one label, which CRI labels
+// become on the object's record.
+const (
+	maxMetadataSize = 256 << 10
+	maxLabelSize    = 4096
+)
+
+// validMetadataSize refuses labels and annotations past those limits.
+func validMetadataSize(labels, annotations map[string]string) error {
+	total := 0
+	for k, v := range labels {
+		if len(k)+len(v) > maxLabelSize {
+			return invalid(fmt.Sprintf("label %q is longer than %d bytes with its value", k, maxLabelSize))
+		}
+		total += len(k) + len(v)
+	}
+	for k, v := range annotations {
+		total += len(k) + len(v)
+	}
+	if total > maxMetadataSize {
+		return errdefs.ErrResourceExhausted.WithMessage(fmt.Sprintf("labels and annotations take %d bytes, more than %d", total, maxMetadataSize))
+	}
+	return nil
 }

@@ -67,3 +67,16 @@ func TestValidNames(t *testing.T) {
 		t.Errorf("a plain name: %v", err)
 	}
 }
+
+func TestValidMetadataSize(t *testing.T) {
+	big := string(make([]byte, maxMetadataSize))
+	if err := validMetadataSize(nil, map[string]string{"a": big}); !errors.Is(err, errdefs.ErrResourceExhausted) {
+		t.Errorf("oversized annotations: %v, want ResourceExhausted", err)
+	}
+	if err := validMetadataSize(map[string]string{"l": big[:maxLabelSize]}, nil); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("a label containerd cannot hold: %v, want InvalidArgument", err)
+	}
+	if err := validMetadataSize(map[string]string{"io.kubernetes.pod.name": "web"}, map[string]string{"a": big[:1000]}); err != nil {
+		t.Errorf("ordinary metadata: %v", err)
+	}
+}

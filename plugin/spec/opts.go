@@ -112,6 +112,11 @@ func Validate(cfg *runtimeapi.ContainerConfig, pod *runtimeapi.PodSandboxConfig)
 		if !filepath.IsAbs(m.GetContainerPath()) {
 			return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("mount container path %q is not absolute", m.GetContainerPath()))
 		}
+		if dst := filepath.Clean(m.GetContainerPath()); (dst == "/proc" || strings.HasPrefix(dst, "/proc/")) && !procOverlays[dst] {
+			// runc refuses these when the container starts; refused here,
+			// they are the request's mistake, not an internal error.
+			return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("mount onto %s: only the files lxcfs-style mounts replace may be mounted over in /proc", dst))
+		}
 	}
 	if len(cfg.GetCDIDevices()) > 0 {
 		// Refused rather than dropped: a workload would run without the
@@ -119,6 +124,14 @@ func Validate(cfg *runtimeapi.ContainerConfig, pod *runtimeapi.PodSandboxConfig)
 		return errdefs.ErrNotImplemented.WithMessage("CDI devices are not supported by this runtime yet")
 	}
 	return nil
+}
+
+// procOverlays are the files of /proc runc lets a bind mount replace (as
+// lxcfs does, to show a container its own limits).
+var procOverlays = map[string]bool{
+	"/proc/cpuinfo": true, "/proc/diskstats": true, "/proc/meminfo": true, "/proc/stat": true,
+	"/proc/swaps": true, "/proc/uptime": true, "/proc/loadavg": true, "/proc/slabinfo": true,
+	"/proc/net/dev": true, "/proc/sys/kernel/ns_last_pid": true,
 }
 
 // withoutDefaultSecurity undoes what containerd's default spec sets and

@@ -540,6 +540,14 @@ func TestSpec(t *testing.T) {
 				t.Errorf("AppArmor %q, seccomp %v", s.Process.ApparmorProfile, s.Linux.Seccomp)
 			}
 		}},
+		{"an lxcfs-style mount over /proc/meminfo is kept", func(c *Container, _ *Host) {
+			c.Config.Mounts = append(c.Config.Mounts, &runtimeapi.Mount{ContainerPath: "/proc/meminfo", HostPath: "/var/lib/lxcfs/proc/meminfo"})
+			c.HostPaths["/var/lib/lxcfs/proc/meminfo"] = "/var/lib/lxcfs/proc/meminfo"
+		}, func(t *testing.T, s *specs.Spec) {
+			if m := mountAt(s, "/proc/meminfo"); m == nil || mountIndex(s, "/proc/meminfo") < mountIndex(s, "/proc") {
+				t.Errorf("/proc/meminfo mount %v, after /proc: %v", m, mountIndex(s, "/proc/meminfo") > mountIndex(s, "/proc"))
+			}
+		}},
 		{"command replaces the entrypoint, args the cmd", func(c *Container, _ *Host) {
 			c.Image.Config.Entrypoint = []string{"/entry"}
 			c.Config.Command = nil
@@ -595,6 +603,12 @@ func TestSpecRefuses(t *testing.T) {
 		{"CDI devices, which would be dropped", func(c *Container) {
 			c.Config.CDIDevices = []*runtimeapi.CDIDevice{{Name: "vendor.com/gpu=0"}}
 		}, errdefs.ErrNotImplemented},
+		{"a plain directory mounted onto /proc", func(c *Container) {
+			c.Config.Mounts[0].ContainerPath = "/proc"
+		}, errdefs.ErrInvalidArgument},
+		{"a mount onto a /proc file runc refuses", func(c *Container) {
+			c.Config.Mounts[0].ContainerPath = "/proc/sysrq-trigger"
+		}, errdefs.ErrInvalidArgument},
 		{"a relative container path", func(c *Container) {
 			c.Config.Mounts[0].ContainerPath = "data"
 		}, errdefs.ErrInvalidArgument},
