@@ -10,7 +10,7 @@ LDFLAGS := -X $(VERSION_PKG).Version=$(CONTAINERD_VERSION) -X $(VERSION_PKG).Rev
 # no_cri leaves containerd's own CRI plugin out: ours serves the CRI.
 DAEMON_TAGS := no_cri
 
-.PHONY: all binaries deps kubelet test unit integration demo bench critest node-e2e node-e2e-stock clean FORCE
+.PHONY: all binaries deps kubelet test unit integration demo bench critest node-e2e node-e2e-stock install uninstall clean FORCE
 
 all: binaries
 
@@ -74,6 +74,26 @@ node-e2e: deps binaries kubelet
 node-e2e-stock: deps kubelet
 	hack/install-bench-deps.sh
 	MINE_E2E_RUNTIME=stock hack/test.sh -tags nodee2e ./integration/nodee2e/
+
+# Installs the daemon, the shim, a systemd unit equivalent to containerd's,
+# and, only where none exists, /etc/containerd/config.toml and
+# /etc/crictl.yaml. DESTDIR stages the files for a package.
+PREFIX ?= /usr/local
+BINDIR := $(PREFIX)/bin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+install: binaries
+	install -D -m 755 bin/containerd $(DESTDIR)$(BINDIR)/containerd
+	install -D -m 755 bin/containerd-shim-mine-v2 $(DESTDIR)$(BINDIR)/containerd-shim-mine-v2
+	install -d $(DESTDIR)$(UNITDIR)
+	sed 's|@BINDIR@|$(BINDIR)|' packaging/containerd.service > $(DESTDIR)$(UNITDIR)/containerd.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/containerd.service
+	[ -e $(DESTDIR)/etc/containerd/config.toml ] || install -D -m 644 packaging/config.toml $(DESTDIR)/etc/containerd/config.toml
+	[ -e $(DESTDIR)/etc/crictl.yaml ] || install -D -m 644 packaging/crictl.yaml $(DESTDIR)/etc/crictl.yaml
+
+# Removes what install put in place, but the configuration: an operator's
+# config.toml and crictl.yaml are theirs once installed.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/containerd $(DESTDIR)$(BINDIR)/containerd-shim-mine-v2 $(DESTDIR)$(UNITDIR)/containerd.service
 
 clean:
 	rm -rf bin
