@@ -33,10 +33,12 @@ const (
 )
 
 var (
-	bed      *testbed.Bed
-	daemon   *testbed.Daemon
-	imageRef string
-	binDir   string
+	// metricsAddress is where the daemon serves containerd's metrics.
+	metricsAddress string
+	bed            *testbed.Bed
+	daemon         *testbed.Daemon
+	imageRef       string
+	binDir         string
 )
 
 func TestMain(m *testing.M) {
@@ -58,13 +60,20 @@ func run(m *testing.M) int {
 		return 1
 	}
 	ctx := context.Background()
+	if metricsAddress, err = freeLoopbackAddress(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	// Short pull timeouts, for the tests of stuck and endless pulls; every
 	// other pull is local and takes milliseconds.
-	bed, err = testbed.Start(ctx, binDir, `
+	bed, err = testbed.Start(ctx, binDir, fmt.Sprintf(`
+[metrics]
+  address = %q
+
 [plugins."io.containerd.grpc.v1.mine"]
   image_pull_progress_timeout = "2s"
   image_pull_timeout = "6s"
-`)
+`, metricsAddress))
 	if err == nil {
 		daemon, imageRef = bed.Daemon, bed.ImageRef
 		err = bed.Pull(ctx, namespace)
@@ -273,4 +282,14 @@ func firstReply(t *testing.T, what, addr string) string {
 		return reply != ""
 	})
 	return reply
+}
+
+// freeLoopbackAddress is a loopback address with a port free now.
+func freeLoopbackAddress() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }

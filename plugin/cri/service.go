@@ -12,9 +12,11 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/log"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -99,6 +101,9 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	}
 	go s.watchExits(context.WithoutCancel(ctx))
 	go s.sendEvents(context.WithoutCancel(ctx))
+	if err := prometheus.Register(stateCollector{s}); err != nil {
+		log.G(ctx).WithError(err).Warn("pods and containers by state will not be in the metrics")
+	}
 	if s.host.MinOOMScoreAdj > -1000 {
 		log.G(ctx).WithField("floor", s.host.MinOOMScoreAdj).Info("containers' oom_score_adj is clamped: the daemon may not lower scores (restrict_oom_score_adj, or no CAP_SYS_RESOURCE)")
 	}
@@ -112,17 +117,20 @@ func (s *Service) Register(server *grpc.Server) {
 }
 
 // guarded wraps every method of a service so that a panic in one request
-// fails that request, not the whole containerd.
+// fails that request, not the whole containerd, and counts it in the
+// plugin's metrics.
 func guarded(desc grpc.ServiceDesc) *grpc.ServiceDesc {
 	methods := make([]grpc.MethodDesc, len(desc.Methods))
 	for i, m := range desc.Methods {
 		handler := m.Handler
 		m.Handler = func(srv any, ctx context.Context, dec func(any) error, icpt grpc.UnaryServerInterceptor) (resp any, err error) {
+			start := time.Now()
 			defer func() {
 				if r := recover(); r != nil {
 					log.G(ctx).WithField("method", m.MethodName).Errorf("panic: %v\n%s", r, debug.Stack())
 					err = status.Errorf(codes.Internal, "%s: internal error: %v", m.MethodName, r)
 				}
+				observe(m.MethodName, start, err)
 			}()
 			return handler(srv, ctx, dec, icpt)
 		}

@@ -1,0 +1,84 @@
+package integration
+
+import (
+	"net/http"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// TestMetrics scrapes containerd's metrics endpoint and finds the CRI's
+// figures there, parsed as Prometheus parses them.
+func TestMetrics(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "metrics")
+	podID := c.runPod(t, pod)
+	c.startContainer(t, podID, pod, containerConfig("main", "exec sleep 600"))
+	if _, err := c.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: "no-such-container"}); err == nil {
+		t.Fatal("status of an unknown container")
+	}
+
+	resp, err := http.Get("http://" + metricsAddress + "/v1/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := func(family string, labels map[string]string) (float64, bool) {
+		f := families[family]
+		if f == nil {
+			return 0, false
+		}
+	metrics:
+		for _, m := range f.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue metrics
+				}
+			}
+			return sample(m), true
+		}
+		return 0, false
+	}
+	for _, want := range []struct {
+		family string
+		labels map[string]string
+		min    float64
+	}{
+		{"container_runtime_mine_operations_total", map[string]string{"operation": "RunPodSandbox", "code": "OK"}, 1},
+		{"container_runtime_mine_operations_total", map[string]string{"operation": "ContainerStatus", "code": "NotFound"}, 1},
+		{"container_runtime_mine_operations_latency_seconds", map[string]string{"operation": "StartContainer"}, 1},
+		{"container_runtime_mine_pods", map[string]string{"state": "SANDBOX_READY"}, 1},
+		{"container_runtime_mine_containers", map[string]string{"state": "CONTAINER_RUNNING"}, 1},
+	} {
+		if v, ok := value(want.family, want.labels); !ok || v < want.min {
+			t.Errorf("%s%v = %v (found %v), want at least %v", want.family, want.labels, v, ok, want.min)
+		}
+	}
+}
+
+// sample is a metric's value: a counter's or gauge's, a histogram's count.
+func sample(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Histogram != nil:
+		return float64(m.Histogram.GetSampleCount())
+	}
+	return 0
+}
