@@ -353,6 +353,17 @@ func TestCRIPullWithCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: resp.ImageRef}})
+	// Credentials go only to the registry they were given for: not to this
+	// one, for another's; to it, named as kubelet's docker config names it.
+	other := &runtimeapi.AuthConfig{Username: testbed.PrivateUser, Password: testbed.PrivatePassword, ServerAddress: "https://registry.example.com"}
+	if _, err := c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: spec, Auth: other}); err == nil {
+		t.Fatal("credentials given for another registry were sent to this one")
+	}
+	own := &runtimeapi.AuthConfig{Username: testbed.PrivateUser, Password: testbed.PrivatePassword, ServerAddress: "https://index.docker.io/v1/"}
+	if resp, err = c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: spec, Auth: own}); err != nil {
+		t.Fatal(err)
+	}
+	c.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: resp.ImageRef}})
 	// The docker config form: base64 of user:password.
 	auth := base64.StdEncoding.EncodeToString([]byte(testbed.PrivateUser + ":" + testbed.PrivatePassword))
 	resp, err = c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: spec, Auth: &runtimeapi.AuthConfig{Auth: auth}})

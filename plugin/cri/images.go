@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -52,10 +53,27 @@ func normalize(ref string) (reference.Named, error) {
 }
 
 // resolver reaches registries as the hosts.toml files in
-// registry.config_path say, with the request's credentials.
-func (is *imageService) resolver(auth *runtimeapi.AuthConfig, received *atomic.Int64) docker.ResolverOptions {
+// registry.config_path say, with the request's credentials, which go only
+// to the hosts of the registry they were given for: the AuthConfig's
+// server_address, else the image's own registry, as hosts.toml routes it.
+func (is *imageService) resolver(named reference.Named, auth *runtimeapi.AuthConfig, received *atomic.Int64) docker.ResolverOptions {
+	opts := config.HostOptions{UpdateClient: func(c *http.Client) error {
+		base := c.Transport
+		if base == nil {
+			base = http.DefaultTransport
+		}
+		c.Transport = &countingTransport{base: base, received: received}
+		return nil
+	}}
+	if is.config.Registry.ConfigPath != "" {
+		opts.HostDir = config.HostDirFromRoot(is.config.Registry.ConfigPath)
+	}
+	var allowed map[string]bool
+	if auth != nil {
+		allowed = credentialHosts(credentialRegistry(named, auth), opts)
+	}
 	creds := func(host string) (string, string, error) {
-		if auth == nil {
+		if auth == nil || !allowed[host] {
 			return "", "", nil
 		}
 		if auth.IdentityToken != "" {
@@ -75,18 +93,40 @@ func (is *imageService) resolver(auth *runtimeapi.AuthConfig, received *atomic.I
 		}
 		return user, secret, nil
 	}
-	opts := config.HostOptions{Credentials: creds, UpdateClient: func(c *http.Client) error {
-		base := c.Transport
-		if base == nil {
-			base = http.DefaultTransport
-		}
-		c.Transport = &countingTransport{base: base, received: received}
-		return nil
-	}}
-	if is.config.Registry.ConfigPath != "" {
-		opts.HostDir = config.HostDirFromRoot(is.config.Registry.ConfigPath)
-	}
+	opts.Credentials = creds
 	return docker.ResolverOptions{Hosts: config.ConfigureHosts(context.Background(), opts)}
+}
+
+// credentialRegistry is the registry a request's credentials are for:
+// the AuthConfig's server_address (a docker config key such as
+// https://index.docker.io/v1/ included), else the image's registry.
+func credentialRegistry(named reference.Named, auth *runtimeapi.AuthConfig) string {
+	addr := auth.GetServerAddress()
+	if addr == "" {
+		return reference.Domain(named)
+	}
+	if u, err := url.Parse(addr); err == nil && u.Host != "" {
+		addr = u.Host
+	} else {
+		addr, _, _ = strings.Cut(addr, "/")
+	}
+	if addr == "index.docker.io" || addr == "registry-1.docker.io" {
+		addr = "docker.io"
+	}
+	return addr
+}
+
+// credentialHosts are the hosts a registry is reached at, as hosts.toml
+// configures it (or the registry's default host).
+func credentialHosts(registry string, opts config.HostOptions) map[string]bool {
+	hosts, err := config.ConfigureHosts(context.Background(), opts)(registry)
+	allowed := map[string]bool{registry: true}
+	if err == nil {
+		for _, h := range hosts {
+			allowed[h.Host] = true
+		}
+	}
+	return allowed
 }
 
 // pull fetches and unpacks an image, once for concurrent requests of the
@@ -127,7 +167,7 @@ func (is *imageService) doPull(ctx context.Context, named reference.Named, auth 
 	img, err := is.client.Pull(ctx, named.String(),
 		containerd.WithPullUnpack,
 		containerd.WithPullSnapshotter(is.config.Snapshotter),
-		containerd.WithResolver(docker.NewResolver(is.resolver(auth, &received))),
+		containerd.WithResolver(docker.NewResolver(is.resolver(named, auth, &received))),
 	)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
