@@ -163,3 +163,13 @@ func tarLayer(data []byte) (v1.Layer, error) {
 		return io.NopCloser(bytes.NewReader(data)), nil
 	}, tarball.WithMediaType(types.OCILayer))
 }
+
+// WithRawLayer returns img with a layer of the given tar archive, as is:
+// for images no honest build makes.
+func WithRawLayer(img v1.Image, tarData []byte) (v1.Image, error) {
+	layer, err := tarLayer(tarData)
+	if err != nil {
+		return nil, err
+	}
+	return mutate.AppendLayers(img, layer)
+}

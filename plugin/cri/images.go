@@ -172,11 +172,20 @@ func (is *imageService) doPull(ctx context.Context, named reference.Named, auth 
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
 			err = cause
+		} else if strings.Contains(err.Error(), unpackFailure) {
+			// The registry served the image, and it cannot be used as it is
+			// (a hard link out of its layer, say): the image's fault, not
+			// the runtime's.
+			err = errdefs.ErrFailedPrecondition.WithMessage(err.Error())
 		}
 		return "", fmt.Errorf("pull %s: %w", named, err)
 	}
 	return is.recordNames(ctx, img.Metadata())
 }
+
+// unpackFailure starts the error containerd's unpacker gives for a layer
+// that does not apply; it wraps the applier's error in no type of its own.
+const unpackFailure = "failed to extract layer"
 
 // watchProgress cancels a pull when no byte has arrived from the registry
 // for idle: a pull that is merely slow goes on, a stuck one fails with a
