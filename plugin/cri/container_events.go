@@ -89,6 +89,14 @@ func (b *eventBroker) subscribe() (<-chan *runtimeapi.ContainerEventResponse, fu
 // they are when the event is sent, and fans them out.
 func (s *Service) sendEvents(ctx context.Context) {
 	for ev := range s.events.queue {
+		s.events.mu.Lock()
+		listened := len(s.events.subs) > 0
+		s.events.mu.Unlock()
+		if !listened {
+			// No statuses are read for nobody: kubelet's evented PLEG is
+			// off by default, and every start and exit would pay for them.
+			continue
+		}
 		resp := s.eventResponse(ctx, ev)
 		s.events.mu.Lock()
 		for ch := range s.events.subs {
