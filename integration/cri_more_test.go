@@ -149,9 +149,12 @@ func TestCRIPodSharesOnePIDNamespace(t *testing.T) {
 
 	// Without its init the pod is not ready, and no container joins a PID
 	// namespace that is gone.
+	// Read once: container a dies with the init, and other pods' inits
+	// may come after it in /proc.
+	podPIDNS := mustReadlink(t, fmt.Sprintf("/proc/%d/ns/pid", c.pid(t, aID)))
 	for _, e := range procEntries(t) {
 		if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", e)); strings.HasPrefix(string(cmd), "/pod-init\x00pod-init") {
-			if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", e)); ns == mustReadlink(t, fmt.Sprintf("/proc/%d/ns/pid", c.pid(t, aID))) {
+			if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", e)); ns == podPIDNS {
 				syscall.Kill(e, syscall.SIGKILL) // the test's own pod init
 			}
 		}

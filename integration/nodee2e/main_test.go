@@ -301,10 +301,10 @@ func criLeftovers() (string, error) {
 	}
 	var left []string
 	for _, p := range pods.Items {
-		left = append(left, fmt.Sprintf("sandbox %s (%s, %s)", p.Id[:12], p.Metadata.Name, p.State))
+		left = append(left, fmt.Sprintf("sandbox %s (%s, %s)", p.Id[:12], p.GetMetadata().GetName(), p.State))
 	}
 	for _, c := range ctrs.Containers {
-		left = append(left, fmt.Sprintf("container %s (%s of %s, %s)", c.Id[:12], c.Metadata.Name, c.Labels["io.kubernetes.pod.name"], c.State))
+		left = append(left, fmt.Sprintf("container %s (%s of %s, %s)", c.Id[:12], c.GetMetadata().GetName(), c.Labels["io.kubernetes.pod.name"], c.State))
 	}
 	return strings.Join(left, ", "), nil
 }

@@ -359,10 +359,20 @@ type hostState struct {
 const containerdSocket = "/run/containerd/containerd.sock"
 
 // linkContainerdSocket points containerdSocket at the daemon under test,
-// unless a containerd serves there already.
+// unless a containerd serves there already. A link to a socket that is
+// gone (a test process killed before it could restore the host) is
+// replaced: cAdvisor would find no containerd through it.
 func (h *hostState) linkContainerdSocket(socket string) error {
 	if _, err := os.Lstat(containerdSocket); err == nil {
-		return nil
+		if _, err := os.Stat(containerdSocket); err == nil {
+			return nil
+		}
+		if target, err := os.Readlink(containerdSocket); err != nil || !strings.HasPrefix(target, os.TempDir()) {
+			return nil // not a link of ours: left alone
+		}
+		if err := os.Remove(containerdSocket); err != nil {
+			return err
+		}
 	}
 	dir := filepath.Dir(containerdSocket)
 	if !exists(dir) {
