@@ -335,7 +335,16 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 
 	// runc delete --force kills an init that was created but never
 	// started; its exit then comes through the reaper like any other.
-	if err := c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: true}); err != nil {
+	// An init that has exited is deleted without --force, which would
+	// sleep 100 ms before looking (runc's killContainer): that sleep was
+	// a third of a pod's teardown. runc still kills what is left in the
+	// cgroup of a container that shares its PID namespace.
+	force := neverStarted
+	err = c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: force})
+	if err != nil && !force {
+		err = c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: true})
+	}
+	if err != nil {
 		log.G(ctx).WithError(runcError(c.bundle, err)).Warn("runc delete")
 	}
 	if neverStarted {
