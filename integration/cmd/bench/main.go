@@ -1,12 +1,11 @@
 // Command bench is `make bench`: mine beside stock containerd v2.4.2 in
-// the same run, on the same machine, reported as ratios.
+// the same run, on the same machine, reported as ratios (mine/stock) with
+// the medians and spreads of both.
 //
-//   - shim memory: one idle container under containerd-shim-mine-v2 and one
-//     under containerd-shim-runc-v2, VmRSS and Pss from smaps_rollup;
-//   - pod start: RunPodSandbox + CreateContainer + StartContainer through
-//     the CRI, mine against stock containerd's CRI plugin (pause image);
-//   - memory per pod: with several pods running, the Pss of every process
-//     the runtime adds per pod (shims, and pause containers for stock).
+// Stock and mine take turns, stock first and last (stock, mine, mine,
+// stock), so that a machine warming up or slowing down weighs on both
+// alike. Pods are shaped as kubelet sends them: one busybox container,
+// a PID namespace per container unless the figure says otherwise.
 package main
 
 import (
@@ -15,10 +14,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -31,20 +33,34 @@ import (
 	"github.com/mine-runtime/mine/integration/testbed"
 )
 
+type options struct {
+	starts   int // pod starts measured per round
+	pods     int // pods running at once for the density figures
+	restart  int // pods running across a daemon restart
+	loaded   int // pod starts under background load per round
+	lists    int // list calls measured per round
+	interval time.Duration
+}
+
 func main() {
 	binDir := flag.String("bin", "bin", "directory with containerd and containerd-shim-mine-v2")
 	stockDir := flag.String("stock", "/usr/local/lib/mine-bench/containerd-v2.4.2", "directory with stock containerd v2.4.2")
-	starts := flag.Int("starts", 15, "pod starts measured per runtime")
-	pods := flag.Int("pods", 10, "pods running while memory per pod is measured")
+	var o options
+	flag.IntVar(&o.starts, "starts", 8, "pod starts measured per round (two rounds per runtime)")
+	flag.IntVar(&o.pods, "pods", 20, "pods running at once for the density and list figures")
+	flag.IntVar(&o.restart, "restart", 100, "pods running across a daemon restart (0: skip)")
+	flag.IntVar(&o.loaded, "loaded", 5, "pod starts under background load per round")
+	flag.IntVar(&o.lists, "lists", 50, "list calls measured per round")
 	flag.Parse()
-	if err := run(*binDir, *stockDir, *starts, *pods); err != nil {
+	if err := run(*binDir, *stockDir, o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(binDir, stockDir string, starts, pods int) (retErr error) {
+func run(binDir, stockDir string, o options) (retErr error) {
 	ctx := context.Background()
+	began := time.Now()
 	bed, err := testbed.Start(ctx, binDir, "")
 	if err != nil {
 		return err
@@ -82,150 +98,494 @@ func run(binDir, stockDir string, starts, pods int) (retErr error) {
 		}
 	}()
 
-	results := map[string]*criResult{}
-	for _, r := range []struct {
-		name string
-		d    *testbed.Daemon
-	}{{"mine", bed.Daemon}, {"stock", stock}} {
-		res, err := measureCRI(ctx, r.d, starts, pods)
-		if err != nil {
-			return fmt.Errorf("%s: %w", r.name, err)
-		}
-		results[r.name] = res
-	}
-	m, s := results["mine"], results["stock"]
-	fmt.Printf("\npod start through the CRI (runp + create + start), %d each, same run:\n", starts)
-	fmt.Printf("  %-28s %10s %10s\n", "", "median", "p90")
-	fmt.Printf("  %-28s %10s %10s\n", "mine", m.median(), m.p90())
-	fmt.Printf("  %-28s %10s %10s\n", "stock containerd v2.4.2", s.median(), s.p90())
-	fmt.Printf("  %-28s %10.2f %10.2f\n", "ratio mine/stock", ratio(m.median(), s.median()), ratio(m.p90(), s.p90()))
-	fmt.Printf("\nmemory per pod, %d pods of one container each, Pss in kB:\n", pods)
-	fmt.Printf("  %-28s %10s %10s %10s\n", "", "shims", "pause", "per pod")
-	fmt.Printf("  %-28s %10d %10d %10d\n", "mine", m.shimPss, m.pausePss, (m.shimPss+m.pausePss)/pods)
-	fmt.Printf("  %-28s %10d %10d %10d\n", "stock containerd v2.4.2", s.shimPss, s.pausePss, (s.shimPss+s.pausePss)/pods)
-	fmt.Printf("  %-28s %32.2f\n", "ratio mine/stock", float64(m.shimPss+m.pausePss)/float64(s.shimPss+s.pausePss))
-	fmt.Println("  (stock's pause is busybox sleep here, larger than the real pause binary;")
-	fmt.Println("   its shims alone are the fairer comparison)")
-	return nil
-}
-
-func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
-
-type criResult struct {
-	starts            []time.Duration
-	shimPss, pausePss int
-}
-
-func (r *criResult) median() time.Duration { return r.percentile(50) }
-func (r *criResult) p90() time.Duration    { return r.percentile(90) }
-
-func (r *criResult) percentile(p int) time.Duration {
-	s := slices.Clone(r.starts)
-	slices.Sort(s)
-	return s[(len(s)-1)*p/100].Round(100 * time.Microsecond)
-}
-
-// measureCRI times pod starts, then measures memory with pods running.
-func measureCRI(ctx context.Context, d *testbed.Daemon, starts, pods int) (*criResult, error) {
-	conn, err := grpc.NewClient("unix://"+d.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	rt, img := runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
-	for _, ref := range []string{"busybox", testbed.PauseImage} {
-		if _, err := img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
-			return nil, err
+	daemons := map[string]*testbed.Daemon{"mine": bed.Daemon, "stock": stock}
+	results := map[string]samples{"mine": {}, "stock": {}}
+	for round, name := range []string{"stock", "mine", "mine", "stock"} {
+		fmt.Fprintf(os.Stderr, "bench: round %d, %s\n", round+1, name)
+		if err := measureRound(ctx, daemons[name], o, results[name]); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	logDir, err := os.MkdirTemp("", "mine-bench-logs-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(logDir)
-	startPod := func(i int) (string, error) {
-		pod := &runtimeapi.PodSandboxConfig{
-			Metadata:     &runtimeapi.PodSandboxMetadata{Name: fmt.Sprintf("bench-%d", i), Namespace: "bench", Uid: fmt.Sprintf("bench-uid-%d", i)},
-			LogDirectory: logDir,
-			Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-				NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
-			}},
-		}
-		p, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
-		if err != nil {
-			return "", err
-		}
-		c, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: p.PodSandboxId, SandboxConfig: pod, Config: &runtimeapi.ContainerConfig{
-			Metadata: &runtimeapi.ContainerMetadata{Name: "app"},
-			Image:    &runtimeapi.ImageSpec{Image: "busybox"},
-			Command:  []string{"sleep", "600"},
-			LogPath:  fmt.Sprintf("bench-%d.log", i),
-			Linux:    &runtimeapi.LinuxContainerConfig{},
-		}})
-		if err != nil {
-			return p.PodSandboxId, err
-		}
-		_, err = rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId})
-		return p.PodSandboxId, err
-	}
-	removePod := func(id string) error {
-		if _, err := rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
-			return err
-		}
-		_, err := rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
-		return err
-	}
-
-	res := &criResult{}
-	for i := range starts + 1 {
-		t0 := time.Now()
-		id, err := startPod(i)
-		took := time.Since(t0)
-		if id != "" {
-			defer removePod(id)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if i > 0 { // the first start warms caches up
-			res.starts = append(res.starts, took)
-		}
-		if err := removePod(id); err != nil {
-			return nil, err
-		}
-	}
-
-	var ids []string
-	for i := range pods {
-		id, err := startPod(1000 + i)
-		if id != "" {
-			ids = append(ids, id)
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	time.Sleep(2 * time.Second) // let the shims reach their idle state
-	for _, pid := range children(d.Pid()) {
-		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if strings.HasPrefix(filepath.Base(exe), "containerd-shim-") {
-			_, pss, _ := memory(pid)
-			res.shimPss += pss
-			for _, c := range children(pid) {
-				// pause containers are the shims' children running sleep.
-				if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", c)); strings.Contains(string(cmd), "2147483647") {
-					_, pss, _ := memory(c)
-					res.pausePss += pss
-				}
+	if o.restart > 0 {
+		for _, name := range []string{"stock", "mine"} {
+			fmt.Fprintf(os.Stderr, "bench: restart with %d pods, %s\n", o.restart, name)
+			if err := measureRestart(ctx, daemons[name], o.restart, results[name]); err != nil {
+				return fmt.Errorf("%s: restart: %w", name, err)
 			}
 		}
 	}
-	for _, id := range ids {
-		if err := removePod(id); err != nil {
-			return nil, err
+	report(results["mine"], results["stock"], o)
+	fmt.Printf("\nbench took %s\n", time.Since(began).Round(time.Second))
+	return nil
+}
+
+// samples holds each figure's measurements: milliseconds or kB.
+type samples map[string][]float64
+
+func (s samples) add(key string, v float64) { s[key] = append(s[key], v) }
+func (s samples) ms(key string, d time.Duration) {
+	s.add(key, float64(d.Microseconds())/1000)
+}
+
+func percentile(v []float64, p int) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[(len(s)-1)*p/100]
+}
+
+type figure struct {
+	key, title, unit string
+	goal             float64 // ratio mine/stock to meet, 0 for none
+}
+
+var figures = []figure{
+	{"start", "pod start (runp+create+start)", "ms", 0.4},
+	{"start.runp", "  RunPodSandbox", "ms", 0},
+	{"start.create", "  CreateContainer", "ms", 0},
+	{"start.start", "  StartContainer", "ms", 0},
+	{"start.sharedpid", "pod start, shareProcessNamespace", "ms", 0.5},
+	{"start.loaded", "pod start, 2 CPU hogs running", "ms", 0},
+	{"concurrent", "N pods started concurrently", "ms", 0.35},
+	{"shim.pss", "shim Pss per pod, N running", "kB", 0.3},
+	{"pause.pss", "pause Pss per pod, N running", "kB", 0},
+	{"daemon.rss", "daemon Rss, N pods running", "kB", 0.6},
+	{"list.containerstats", "ListContainerStats, N pods", "ms", 0.1},
+	{"list.podstats", "ListPodSandboxStats, N pods", "ms", 0},
+	{"list.containers", "ListContainers, N pods", "ms", 0.5},
+	{"list.pods", "ListPodSandbox, N pods", "ms", 0.5},
+	{"stop", "pod stop+remove", "ms", 0.6},
+	{"stopall", "N pods stopped+removed in turn", "ms", 0.6},
+	{"restart.ready", "restart: R pods listed ready", "ms", 0},
+}
+
+func report(mine, stock samples, o options) {
+	fmt.Printf("\nmine vs stock containerd v2.4.2 + runc, same run, stock first and last;\n")
+	fmt.Printf("N = %d pods, R = %d pods; median [p10-p90] of every sample\n\n", o.pods, o.restart)
+	fmt.Printf("%-36s %-24s %-24s %7s %6s\n", "figure", "mine", "stock", "ratio", "goal")
+	met, missed := 0, 0
+	for _, f := range figures {
+		m, s := mine[f.key], stock[f.key]
+		if len(m) == 0 || len(s) == 0 {
+			continue
+		}
+		title := strings.ReplaceAll(strings.ReplaceAll(f.title, " N ", fmt.Sprintf(" %d ", o.pods)), " R ", fmt.Sprintf(" %d ", o.restart))
+		title = strings.ReplaceAll(title, ", N", fmt.Sprintf(", %d", o.pods))
+		r := percentile(m, 50) / percentile(s, 50)
+		goal := ""
+		if f.goal > 0 {
+			goal = fmt.Sprintf("≤ %.2f", f.goal)
+			if r <= f.goal {
+				met++
+			} else {
+				missed++
+				goal += " ✗"
+			}
+		}
+		fmt.Printf("%-36s %-24s %-24s %7.2f %6s\n", title, spread(m, f.unit), spread(s, f.unit), r, goal)
+	}
+	if ready := mine["restart.ready"]; len(ready) > 0 {
+		verdict := "met"
+		if ready[0] > 1000 {
+			verdict = "missed"
+		}
+		fmt.Printf("\nrestart goal (every pod READY, every container RUNNING within 1 s of the socket): %s\n", verdict)
+	}
+	fmt.Printf("ratio goals: %d met, %d missed\n", met, missed)
+}
+
+func spread(v []float64, unit string) string {
+	f := "%.1f"
+	if unit == "kB" || percentile(v, 50) >= 100 {
+		f = "%.0f"
+	}
+	return fmt.Sprintf(f+" [%s-%s] %s", percentile(v, 50), fmt.Sprintf(f, percentile(v, 10)), fmt.Sprintf(f, percentile(v, 90)), unit)
+}
+
+// cri is a CRI client of one daemon.
+type cri struct {
+	rt     runtimeapi.RuntimeServiceClient
+	img    runtimeapi.ImageServiceClient
+	logDir string
+	next   int
+	mu     sync.Mutex
+}
+
+func dial(ctx context.Context, d *testbed.Daemon) (*cri, func(), error) {
+	conn, err := grpc.NewClient("unix://"+d.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, err
+	}
+	logDir, err := os.MkdirTemp("", "mine-bench-logs-")
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	c := &cri{rt: runtimeapi.NewRuntimeServiceClient(conn), img: runtimeapi.NewImageServiceClient(conn), logDir: logDir}
+	for _, ref := range []string{"busybox", testbed.PauseImage} {
+		if _, err := c.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
+			conn.Close()
+			return nil, nil, err
 		}
 	}
-	return res, nil
+	return c, func() { conn.Close(); os.RemoveAll(logDir) }, nil
+}
+
+type podTimes struct{ runp, create, start time.Duration }
+
+// startPod runs a pod as kubelet would: RunPodSandbox, then one
+// container created and started.
+func (c *cri) startPod(ctx context.Context, pid runtimeapi.NamespaceMode) (string, podTimes, error) {
+	c.mu.Lock()
+	i := c.next
+	c.next++
+	c.mu.Unlock()
+	var t podTimes
+	pod := &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: fmt.Sprintf("bench-%d", i), Namespace: "bench", Uid: fmt.Sprintf("bench-uid-%d-%d", os.Getpid(), i)},
+		LogDirectory: c.logDir,
+		Labels:       map[string]string{"io.kubernetes.pod.name": fmt.Sprintf("bench-%d", i), "io.kubernetes.pod.namespace": "bench"},
+		Linux: &runtimeapi.LinuxPodSandboxConfig{
+			// As kubelet's cgroupfs driver makes them (it would say
+			// /kubepods/besteffort/pod<uid>); the daemons' teardown removes
+			// the top-level cgroup this leaves.
+			CgroupParent: fmt.Sprintf("/mine-bench/pod%d-%d", os.Getpid(), i),
+			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+				NamespaceOptions: &runtimeapi.NamespaceOption{Pid: pid},
+			}},
+	}
+	t0 := time.Now()
+	p, err := c.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
+	if err != nil {
+		return "", t, err
+	}
+	t1 := time.Now()
+	t.runp = t1.Sub(t0)
+	ctr, err := c.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: p.PodSandboxId, SandboxConfig: pod, Config: &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "app"},
+		Image:    &runtimeapi.ImageSpec{Image: "busybox"},
+		Command:  []string{"sleep", "3600"},
+		LogPath:  fmt.Sprintf("app-%d.log", i),
+		Labels:   map[string]string{"io.kubernetes.container.name": "app"},
+		Linux: &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{
+			CpuShares: 2, OomScoreAdj: 1000,
+		}},
+	}})
+	if err != nil {
+		return p.PodSandboxId, t, err
+	}
+	t2 := time.Now()
+	t.create = t2.Sub(t1)
+	_, err = c.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctr.ContainerId})
+	t.start = time.Since(t2)
+	return p.PodSandboxId, t, err
+}
+
+func (c *cri) removePod(ctx context.Context, id string) error {
+	if _, err := c.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+		return err
+	}
+	_, err := c.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
+	return err
+}
+
+// startPods starts n pods, at most par at once, and returns their IDs
+// even on error, for the caller to remove.
+func (c *cri) startPods(ctx context.Context, n, par int) ([]string, error) {
+	var (
+		mu    sync.Mutex
+		ids   []string
+		first error
+		wg    sync.WaitGroup
+	)
+	sem := make(chan struct{}, par)
+	for range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			id, _, err := c.startPod(ctx, runtimeapi.NamespaceMode_CONTAINER)
+			mu.Lock()
+			defer mu.Unlock()
+			if id != "" {
+				ids = append(ids, id)
+			}
+			if err != nil && first == nil {
+				first = err
+			}
+		}()
+	}
+	wg.Wait()
+	return ids, first
+}
+
+func (c *cri) removePods(ctx context.Context, ids []string) error {
+	var first error
+	for _, id := range ids {
+		if err := c.removePod(ctx, id); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// measureRound takes one sample set of every figure but the restart.
+func measureRound(ctx context.Context, d *testbed.Daemon, o options, out samples) (retErr error) {
+	c, closeCRI, err := dial(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer closeCRI()
+	var leftover []string
+	defer func() {
+		if err := c.removePods(ctx, leftover); err != nil && retErr == nil {
+			retErr = err
+		}
+	}()
+	cycle := func(mode runtimeapi.NamespaceMode, measured int, record func(time.Duration, podTimes)) error {
+		for i := range measured + 1 {
+			t0 := time.Now()
+			id, t, err := c.startPod(ctx, mode)
+			took := time.Since(t0)
+			if id != "" {
+				leftover = append(leftover, id)
+			}
+			if err != nil {
+				return err
+			}
+			t0 = time.Now()
+			if err := c.removePod(ctx, id); err != nil {
+				return err
+			}
+			leftover = leftover[:len(leftover)-1]
+			if i > 0 { // the first warms caches up
+				record(took, t)
+				out.ms("stop", time.Since(t0))
+			}
+		}
+		return nil
+	}
+	if err := cycle(runtimeapi.NamespaceMode_CONTAINER, o.starts, func(d time.Duration, t podTimes) {
+		out.ms("start", d)
+		out.ms("start.runp", t.runp)
+		out.ms("start.create", t.create)
+		out.ms("start.start", t.start)
+	}); err != nil {
+		return err
+	}
+	if err := cycle(runtimeapi.NamespaceMode_POD, o.starts, func(d time.Duration, _ podTimes) {
+		out.ms("start.sharedpid", d)
+	}); err != nil {
+		return err
+	}
+	stopHogs, err := cpuHogs(2)
+	if err != nil {
+		return err
+	}
+	err = cycle(runtimeapi.NamespaceMode_CONTAINER, o.loaded, func(d time.Duration, _ podTimes) {
+		out.ms("start.loaded", d)
+	})
+	stopHogs()
+	if err != nil {
+		return err
+	}
+
+	t0 := time.Now()
+	ids, err := c.startPods(ctx, o.pods, o.pods)
+	leftover = append(leftover, ids...)
+	if err != nil {
+		return err
+	}
+	out.ms("concurrent", time.Since(t0))
+	if err := settle(ctx, c, d); err != nil {
+		return err
+	}
+	shims, pause := 0, 0
+	for _, pid := range children(d.Pid()) {
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if !strings.HasPrefix(filepath.Base(exe), "containerd-shim-") {
+			continue
+		}
+		_, pss, _ := memory(pid)
+		shims += pss
+		for _, ch := range children(pid) {
+			// stock's pause containers are busybox sleeps of the pause image.
+			if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", ch)); strings.Contains(string(cmd), "2147483647") {
+				_, pss, _ := memory(ch)
+				pause += pss
+			}
+		}
+	}
+	out.add("shim.pss", float64(shims)/float64(o.pods))
+	out.add("pause.pss", float64(pause)/float64(o.pods))
+	if rss, _, err := memory(d.Pid()); err == nil {
+		out.add("daemon.rss", float64(rss))
+	}
+	timeCalls := func(key string, n int, call func() error) error {
+		for range n {
+			t0 := time.Now()
+			if err := call(); err != nil {
+				return fmt.Errorf("%s: %w", key, err)
+			}
+			out.ms(key, time.Since(t0))
+		}
+		return nil
+	}
+	if err := timeCalls("list.containers", o.lists, func() error {
+		r, err := c.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{}})
+		if err == nil && len(r.Containers) != o.pods {
+			err = fmt.Errorf("%d containers listed, want %d", len(r.Containers), o.pods)
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := timeCalls("list.pods", o.lists, func() error {
+		r, err := c.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+		if err == nil && len(r.Items) != o.pods {
+			err = fmt.Errorf("%d pods listed, want %d", len(r.Items), o.pods)
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := timeCalls("list.containerstats", o.lists/5, func() error {
+		r, err := c.rt.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{})
+		if err == nil && len(r.Stats) != o.pods {
+			err = fmt.Errorf("%d container stats, want %d", len(r.Stats), o.pods)
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := timeCalls("list.podstats", o.lists/5, func() error {
+		r, err := c.rt.ListPodSandboxStats(ctx, &runtimeapi.ListPodSandboxStatsRequest{})
+		if err == nil && len(r.Stats) != o.pods {
+			err = fmt.Errorf("%d pod stats, want %d", len(r.Stats), o.pods)
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	t0 = time.Now()
+	for len(leftover) > 0 {
+		t1 := time.Now()
+		if err := c.removePod(ctx, leftover[0]); err != nil {
+			return err
+		}
+		out.ms("stop", time.Since(t1))
+		leftover = leftover[1:]
+	}
+	out.ms("stopall", time.Since(t0))
+	return nil
+}
+
+// settle waits until every shim and container of the daemon has reached
+// its idle state: a few seconds without CPU time spent.
+func settle(ctx context.Context, _ *cri, d *testbed.Daemon) error {
+	ticks := func() int {
+		total := 0
+		for _, pid := range append(children(d.Pid()), d.Pid()) {
+			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if err != nil {
+				continue
+			}
+			f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+			u, _ := strconv.Atoi(f[11])
+			s, _ := strconv.Atoi(f[12])
+			total += u + s
+		}
+		return total
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	last := ticks()
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+		now := ticks()
+		if now-last <= 2 {
+			return nil
+		}
+		last = now
+	}
+	return nil // busy but measured anyway: the figure says what it is
+}
+
+// cpuHogs starts n processes that spin, a fixed background load; stop
+// ends exactly those.
+func cpuHogs(n int) (stop func(), err error) {
+	var cmds []*exec.Cmd
+	stop = func() {
+		for _, c := range cmds {
+			_ = c.Process.Signal(syscall.SIGKILL)
+			_ = c.Wait()
+		}
+	}
+	for range n {
+		c := exec.Command("sh", "-c", "while :; do :; done")
+		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := c.Start(); err != nil {
+			stop()
+			return nil, err
+		}
+		cmds = append(cmds, c)
+	}
+	return stop, nil
+}
+
+// measureRestart runs n pods, restarts the daemon, and times how long
+// after its socket answers every pod is listed READY and every container
+// RUNNING.
+func measureRestart(ctx context.Context, d *testbed.Daemon, n int, out samples) (retErr error) {
+	c, closeCRI, err := dial(ctx, d)
+	if err != nil {
+		return err
+	}
+	ids, err := c.startPods(ctx, n, 4)
+	defer func() {
+		if c2, close2, err := dial(ctx, d); err == nil {
+			if err := c2.removePods(ctx, ids); err != nil && retErr == nil {
+				retErr = err
+			}
+			close2()
+		}
+	}()
+	closeCRI()
+	if err != nil {
+		return err
+	}
+	if err := d.Stop(); err != nil {
+		return err
+	}
+	if err := d.Start(ctx); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	conn, err := grpc.NewClient("unix://"+d.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	deadline := t0.Add(60 * time.Second)
+	for {
+		pods, perr := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}}})
+		ctrs, cerr := rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}}})
+		if perr == nil && cerr == nil && len(pods.Items) == n && len(ctrs.Containers) == n {
+			out.ms("restart.ready", time.Since(t0))
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d pods not all ready 60 s after restart", n)
+		}
+		time.Sleep(5 * time.Millisecond) // polling is the measurement itself
+	}
 }
 
 // children lists the processes whose parent is pid, or, for the daemon,
