@@ -39,6 +39,10 @@ type Config struct {
 	ImagePullProgressTimeout string `toml:"image_pull_progress_timeout"`
 	// ImagePullTimeout bounds a whole pull; "0s" disables it.
 	ImagePullTimeout string `toml:"image_pull_timeout"`
+	// StatsCollectPeriod is how often containers' CPU, memory and
+	// writable-layer figures are read in the background, for the list
+	// RPCs to answer from; "0s" reads them on every call instead.
+	StatsCollectPeriod string `toml:"stats_collect_period"`
 	// RestrictOOMScoreAdj clamps containers' oom_score_adj to no lower than
 	// the daemon's own. It is turned on automatically where the daemon
 	// lacks CAP_SYS_RESOURCE, since lowering would fail there.
@@ -101,6 +105,7 @@ func Default() *Config {
 		MaxContainerLogLineSize:  16 * 1024,
 		ImagePullProgressTimeout: "5m0s",
 		ImagePullTimeout:         "30m0s",
+		StatsCollectPeriod:       "10s",
 		StreamServerAddress:      "127.0.0.1",
 		StreamServerPort:         "0",
 	}
@@ -158,6 +163,7 @@ func (c *Config) Validate() error {
 	for key, v := range map[string]string{
 		"image_pull_progress_timeout": c.ImagePullProgressTimeout,
 		"image_pull_timeout":          c.ImagePullTimeout,
+		"stats_collect_period":        c.StatsCollectPeriod,
 	} {
 		if d, err := time.ParseDuration(v); err != nil || d < 0 {
 			bad(key, "must be a duration such as \"5m\" (\"0s\" disables it), got %q", v)
@@ -181,5 +187,11 @@ func (c *Config) PullProgressTimeout() time.Duration {
 // PullTimeout is image_pull_timeout, parsed; call after Validate.
 func (c *Config) PullTimeout() time.Duration {
 	d, _ := time.ParseDuration(c.ImagePullTimeout)
+	return d
+}
+
+// StatsPeriod is stats_collect_period, parsed; call after Validate.
+func (c *Config) StatsPeriod() time.Duration {
+	d, _ := time.ParseDuration(c.StatsCollectPeriod)
 	return d
 }

@@ -30,6 +30,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"max_container_log_line_size", func(c *Config) { c.MaxContainerLogLineSize = -5 }},
 		{"image_pull_progress_timeout", func(c *Config) { c.ImagePullProgressTimeout = "soon" }},
 		{"image_pull_timeout", func(c *Config) { c.ImagePullTimeout = "-1m" }},
+		{"stats_collect_period", func(c *Config) { c.StatsCollectPeriod = "often" }},
 		{"stream_server_address", func(c *Config) { c.StreamServerAddress = "localhost:1" }},
 		{"stream_server_port", func(c *Config) { c.StreamServerPort = "70000" }},
 	} {

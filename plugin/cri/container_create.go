@@ -117,6 +117,7 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 		return nil, toStatus(fmt.Errorf("create container: %w", err))
 	}
 	created = true
+	s.records.putContainer(meta)
 	s.publish(ctx, id, sandboxID, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }

@@ -8,17 +8,23 @@ import (
 )
 
 // ListContainers lists containers, filtered by ID (or prefix), state, pod
-// and labels.
+// and labels. kubelet asks every second: the answer comes from the records
+// in memory, kept current by every change and by the exit watch, without
+// asking containerd's store or any shim.
 func (s *Service) ListContainers(ctx context.Context, r *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
 	ctx = s.nsContext(ctx)
 	f := r.GetFilter()
-	ids := s.names.list(kindContainer)
+	var metas []*containerMeta
 	if f.GetId() != "" {
 		id, err := s.names.resolve(kindContainer, f.GetId())
 		if err != nil {
 			return &runtimeapi.ListContainersResponse{}, nil
 		}
-		ids = []string{id}
+		if m, ok := s.records.container(id); ok {
+			metas = append(metas, m)
+		}
+	} else {
+		metas = s.records.allContainers()
 	}
 	sandboxID := f.GetPodSandboxId()
 	if sandboxID != "" {
@@ -28,21 +34,16 @@ func (s *Service) ListContainers(ctx context.Context, r *runtimeapi.ListContaine
 		}
 		sandboxID = full
 	}
-	resp := &runtimeapi.ListContainersResponse{}
-	for _, id := range ids {
-		c, m, err := s.loadContainer(ctx, id)
-		if err != nil {
-			continue
-		}
+	resp := &runtimeapi.ListContainersResponse{Containers: make([]*runtimeapi.Container, 0, len(metas))}
+	for _, m := range metas {
 		if sandboxID != "" && m.SandboxID != sandboxID {
 			continue
 		}
-		// kubelet lists every second: the recorded state, kept current by
-		// the exit watch, saves asking every shim. Only a container
-		// recorded as created is looked at: its start may have gone
-		// unrecorded, and kubelet must not see a running one as created.
+		// Only a container recorded as created is looked at further: its
+		// start may have gone unrecorded, and kubelet must not see a
+		// running one as created.
 		if recordedState(m) == runtimeapi.ContainerState_CONTAINER_CREATED {
-			if noticed, err := s.noticeStartIfIdle(ctx, c, m); err == nil {
+			if noticed, err := s.noticeStartIfIdleByID(ctx, m); err == nil {
 				m = noticed
 			}
 		}
@@ -54,7 +55,7 @@ func (s *Service) ListContainers(ctx context.Context, r *runtimeapi.ListContaine
 			continue
 		}
 		resp.Containers = append(resp.Containers, &runtimeapi.Container{
-			Id:           id,
+			Id:           m.ID,
 			PodSandboxId: m.SandboxID,
 			Metadata:     m.config.GetMetadata(),
 			Image:        m.config.GetImage(),

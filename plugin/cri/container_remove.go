@@ -52,6 +52,8 @@ func (s *Service) removeContainer(ctx context.Context, id string) error {
 	s.oomKilled.Delete(id)
 	s.unpinTargetPIDNamespace(id)
 	os.RemoveAll(s.containerDir(id))
+	s.records.remove(id)
+	s.stats.forget(id)
 	s.names.release(kindContainer, m.Name, id)
 	s.publish(ctx, id, m.SandboxID, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return nil

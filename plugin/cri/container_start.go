@@ -91,6 +91,7 @@ func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContain
 	if _, err := s.updateContainerMeta(ctx, c, func(m *containerMeta) { m.StartedAt = nowNano() }); err != nil {
 		return nil, toStatus(err)
 	}
+	s.initTriggers.fire(m.SandboxID)
 	return &runtimeapi.StartContainerResponse{}, nil
 }
 

@@ -34,6 +34,19 @@ func (s *Service) noticeStartIfIdle(ctx context.Context, c containerd.Container,
 	return s.noticeStart(ctx, c, fresh)
 }
 
+// noticeStartIfIdleByID is noticeStartIfIdle for a reader of the records,
+// which has no handle on the containerd record yet.
+func (s *Service) noticeStartIfIdleByID(ctx context.Context, m *containerMeta) (*containerMeta, error) {
+	if m.StartedAt != 0 || m.FinishedAt != 0 {
+		return m, nil
+	}
+	c, err := s.client.LoadContainer(ctx, m.ID)
+	if err != nil {
+		return nil, err
+	}
+	return s.noticeStartIfIdle(ctx, c, m)
+}
+
 // noticeStart looks at the task of a container recorded as never started;
 // the caller holds the container's lock. StartContainer records the start
 // once task.Start has returned: if containerd died in between, the task

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
+	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -116,11 +118,19 @@ func (s *Service) sandboxImage(ctx context.Context, ref string) (containerd.Imag
 }
 
 // startStatsInit starts the init of a pod whose containers do not share
-// its PID namespace, after RunPodSandbox has made the pod. Its lock,
-// taken before the pod's, makes StopPodSandbox wait for a start under way
-// and then stop what it started. A failure costs the pod its network
-// statistics in kubelet's summary, nothing else: it is logged.
-func (s *Service) startStatsInit(ctx context.Context, id string) {
+// its PID namespace once its first container has started (trigger), or
+// statsInitDelay after RunPodSandbox if none has by then (kubelet pulls
+// images in between): its runc create and start then never compete with
+// the pod's own start. Its lock, taken before the pod's, makes
+// StopPodSandbox wait for a start under way and then stop what it
+// started. A failure costs the pod its network statistics in kubelet's
+// summary, nothing else: it is logged.
+func (s *Service) startStatsInit(ctx context.Context, id string, trigger <-chan struct{}) {
+	select {
+	case <-trigger:
+	case <-time.After(statsInitDelay):
+		s.initTriggers.drop(id)
+	}
 	unlockInit := s.lock(initLock(id))
 	defer unlockInit()
 	c, m, err := s.loadSandbox(ctx, id)
@@ -142,7 +152,7 @@ func (s *Service) startStatsInit(ctx context.Context, id string) {
 	defer unlock()
 	if c, m, err = s.loadSandbox(ctx, id); err == nil {
 		m.Init = init
-		err = c.Update(ctx, withMeta(m))
+		err = s.saveSandbox(ctx, c, m)
 	}
 	if err != nil {
 		log.G(ctx).WithError(err).WithField("id", id).Warn("record the pod's init")
@@ -164,4 +174,42 @@ func (s *Service) podPIDNamespace(ctx context.Context, sb *sandboxMeta) (string,
 		return "", errdefs.ErrFailedPrecondition.WithMessage("the init of pod " + sb.ID + " is not running")
 	}
 	return fmt.Sprintf("/proc/%d/ns/pid", sb.Init.Pid), nil
+}
+
+// statsInitDelay is how long a pod's statistics init waits for the pod's
+// first container to start before it starts anyway.
+const statsInitDelay = 2 * time.Second
+
+// initTriggers are the pods whose statistics init waits for their first
+// container's start.
+type initTriggers struct {
+	mu      sync.Mutex
+	waiting map[string]chan struct{}
+}
+
+func (t *initTriggers) add(id string) <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.waiting == nil {
+		t.waiting = map[string]chan struct{}{}
+	}
+	ch := make(chan struct{})
+	t.waiting[id] = ch
+	return ch
+}
+
+// fire starts the pod's init if it waits.
+func (t *initTriggers) fire(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ch, ok := t.waiting[id]; ok {
+		close(ch)
+		delete(t.waiting, id)
+	}
+}
+
+func (t *initTriggers) drop(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.waiting, id)
 }

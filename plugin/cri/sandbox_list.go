@@ -7,24 +7,24 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// ListPodSandbox lists pods, filtered by ID (or prefix), state and labels.
+// ListPodSandbox lists pods, filtered by ID (or prefix), state and labels,
+// from the records in memory.
 func (s *Service) ListPodSandbox(ctx context.Context, r *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
-	ctx = s.nsContext(ctx)
 	f := r.GetFilter()
-	ids := s.names.list(kindSandbox)
+	var metas []*sandboxMeta
 	if f.GetId() != "" {
 		id, err := s.names.resolve(kindSandbox, f.GetId())
 		if err != nil {
 			return &runtimeapi.ListPodSandboxResponse{}, nil
 		}
-		ids = []string{id}
-	}
-	resp := &runtimeapi.ListPodSandboxResponse{}
-	for _, id := range ids {
-		_, m, err := s.loadSandbox(ctx, id)
-		if err != nil {
-			continue
+		if m, ok := s.records.sandbox(id); ok {
+			metas = append(metas, m)
 		}
+	} else {
+		metas = s.records.allSandboxes()
+	}
+	resp := &runtimeapi.ListPodSandboxResponse{Items: make([]*runtimeapi.PodSandbox, 0, len(metas))}
+	for _, m := range metas {
 		state := s.sandboxState(m)
 		if f.GetState() != nil && f.GetState().GetState() != state {
 			continue
@@ -33,7 +33,7 @@ func (s *Service) ListPodSandbox(ctx context.Context, r *runtimeapi.ListPodSandb
 			continue
 		}
 		resp.Items = append(resp.Items, &runtimeapi.PodSandbox{
-			Id:             id,
+			Id:             m.ID,
 			Metadata:       m.config.GetMetadata(),
 			State:          state,
 			CreatedAt:      m.CreatedAt,

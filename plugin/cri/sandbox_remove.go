@@ -35,6 +35,7 @@ func (s *Service) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodS
 		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			return nil, toStatus(err)
 		}
+		s.records.remove(id)
 		s.names.release(kindSandbox, m.Name, id)
 		s.publish(ctx, id, id, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	} else if !errdefs.IsNotFound(err) {

@@ -165,9 +165,11 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	undo = append(undo, func() { record.Delete(cleanupCtx, containerd.WithSnapshotCleanup) })
 	if !sharesPIDNamespace(cfg) && s.config.SandboxImage == "" {
 		// Nothing of the pod needs its init but kubelet's statistics: it
-		// starts once the pod is made, off the path of the pod's start.
+		// starts after the pod's first container, off the path of the
+		// pod's start.
 		created = true
-		go s.startStatsInit(context.WithoutCancel(ctx), id)
+		s.records.putSandbox(meta)
+		go s.startStatsInit(context.WithoutCancel(ctx), id, s.initTriggers.add(id))
 		return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
 	}
 	task, err := record.NewTask(ctx, cio.NullIO)
@@ -193,6 +195,7 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 		return nil, toStatus(err)
 	}
 	created = true
+	s.records.putSandbox(meta)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
 }
 

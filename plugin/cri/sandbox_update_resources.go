@@ -32,7 +32,7 @@ func (s *Service) UpdatePodSandboxResources(ctx context.Context, r *runtimeapi.U
 	if m.Config, err = proto.Marshal(m.config); err != nil {
 		return nil, toStatus(err)
 	}
-	if err := c.Update(ctx, withMeta(m)); err != nil {
+	if err := s.saveSandbox(ctx, c, m); err != nil {
 		return nil, toStatus(err)
 	}
 	return &runtimeapi.UpdatePodSandboxResourcesResponse{}, nil

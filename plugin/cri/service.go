@@ -51,17 +51,21 @@ type Service struct {
 	stateDir string
 
 	names   *nameIndex
+	records *records
 	images  *imageService
 	network *network
 	// host holds the node's facts containers' specs depend on.
 	host  *spec.Host
 	users imageUsers
 
-	events  *eventBroker
-	locks   keyedMutex
-	cpu     cpuSamples
-	streams streaming.Server
-	stdins  stdinFIFOs
+	events *eventBroker
+	locks  keyedMutex
+	cpu    cpuSamples
+	stats  *statsCollector
+	// initTriggers start pods' statistics inits (startStatsInit).
+	initTriggers initTriggers
+	streams      streaming.Server
+	stdins       stdinFIFOs
 	// oomKilled remembers containers the OOM killer acted in until their
 	// exit is recorded, which then gets the reason OOMKilled.
 	oomKilled sync.Map
@@ -80,7 +84,9 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		rootDir:  o.RootDir,
 		stateDir: o.StateDir,
 		names:    newNameIndex(),
+		records:  newRecords(),
 		events:   newEventBroker(),
+		stats:    newStatsCollector(o.Config.StatsPeriod()),
 	}
 	s.images = newImageService(o.Client, o.Config)
 	var err error
@@ -100,6 +106,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		return nil, err
 	}
 	go s.watchExits(context.WithoutCancel(ctx))
+	go s.stats.run(context.WithoutCancel(ctx), s)
 	go s.sendEvents(context.WithoutCancel(ctx))
 	if err := prometheus.Register(stateCollector{s}); err != nil {
 		log.G(ctx).WithError(err).Warn("pods and containers by state will not be in the metrics")

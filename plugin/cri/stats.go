@@ -93,9 +93,9 @@ func metricsUsage(data any) (usage, error) {
 	return usage{}, fmt.Errorf("metrics of unknown type %T", data)
 }
 
-// containerStats reads a running container's stats; a container without
-// a running task has none.
-func (s *Service) containerStats(ctx context.Context, c containerd.Container, m *containerMeta) (*runtimeapi.ContainerStats, *usage, error) {
+// containerStats reads a container's stats, and its task's pid; a
+// container without a running task has no CPU and memory figures.
+func (s *Service) containerStats(ctx context.Context, c containerd.Container, m *containerMeta) (*runtimeapi.ContainerStats, *usage, uint32, error) {
 	cfg := m.config
 	st := &runtimeapi.ContainerStats{Attributes: &runtimeapi.ContainerAttributes{
 		Id: m.ID, Metadata: cfg.GetMetadata(), Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(),
@@ -113,19 +113,19 @@ func (s *Service) containerStats(ctx context.Context, c containerd.Container, m 
 	}
 	task, err := c.Task(ctx, nil)
 	if err != nil {
-		return st, nil, nil
+		return st, nil, 0, nil
 	}
 	metrics, err := task.Metrics(ctx)
 	if err != nil {
-		return st, nil, nil // exited meanwhile
+		return st, nil, 0, nil // exited meanwhile
 	}
 	data, err := typeurl.UnmarshalAny(metrics.Data)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	u, err := metricsUsage(data)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	ts := now.UnixNano()
 	st.Cpu = &runtimeapi.CpuUsage{
@@ -144,7 +144,7 @@ func (s *Service) containerStats(ctx context.Context, c containerd.Container, m 
 	if u.limit > 0 && u.limit < 1<<62 {
 		st.Memory.AvailableBytes = &runtimeapi.UInt64Value{Value: u.limit - min(u.limit, u.workingSet)}
 	}
-	return st, &u, nil
+	return st, &u, task.Pid(), nil
 }
 
 // snapshotterRoot is where the snapshotter keeps images and writable
@@ -160,7 +160,7 @@ func (s *Service) ContainerStats(ctx context.Context, r *runtimeapi.ContainerSta
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	st, _, err := s.containerStats(ctx, c, m)
+	st, _, _, err := s.containerStats(ctx, c, m)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -168,17 +168,13 @@ func (s *Service) ContainerStats(ctx context.Context, r *runtimeapi.ContainerSta
 }
 
 // ListContainerStats reports the stats of containers, filtered by ID, pod
-// and labels.
+// and labels, from the collector's last pass.
 func (s *Service) ListContainerStats(ctx context.Context, r *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
 	ctx = s.nsContext(ctx)
 	f := r.GetFilter()
 	resp := &runtimeapi.ListContainerStatsResponse{}
-	for _, id := range s.names.list(kindContainer) {
-		if f.GetId() != "" && !strings.HasPrefix(id, f.GetId()) {
-			continue
-		}
-		c, m, err := s.loadContainer(ctx, id)
-		if err != nil {
+	for _, m := range s.records.allContainers() {
+		if f.GetId() != "" && !strings.HasPrefix(m.ID, f.GetId()) {
 			continue
 		}
 		if f.GetPodSandboxId() != "" && !strings.HasPrefix(m.SandboxID, f.GetPodSandboxId()) {
@@ -187,15 +183,18 @@ func (s *Service) ListContainerStats(ctx context.Context, r *runtimeapi.ListCont
 		if !labelsMatch(m.config.GetLabels(), f.GetLabelSelector()) {
 			continue
 		}
-		if st, _, err := s.containerStats(ctx, c, m); err == nil {
-			resp.Stats = append(resp.Stats, st)
+		if sample, err := s.stats.sample(ctx, s, m); err == nil {
+			resp.Stats = append(resp.Stats, sample.stats)
 		}
 	}
 	return resp, nil
 }
 
+// containerSampler gives a container's stats: read now, or the collector's.
+type containerSampler func(context.Context, *Service, *containerMeta) (statsSample, error)
+
 // podStats sums a pod's containers and reads its network interfaces.
-func (s *Service) podStats(ctx context.Context, sb *sandboxMeta) *runtimeapi.PodSandboxStats {
+func (s *Service) podStats(ctx context.Context, sb *sandboxMeta, sampleOf containerSampler) *runtimeapi.PodSandboxStats {
 	now := time.Now().UnixNano()
 	linux := &runtimeapi.LinuxPodSandboxStats{
 		Cpu:     &runtimeapi.CpuUsage{Timestamp: now, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{}, UsageNanoCores: &runtimeapi.UInt64Value{}},
@@ -203,15 +202,15 @@ func (s *Service) podStats(ctx context.Context, sb *sandboxMeta) *runtimeapi.Pod
 		Process: &runtimeapi.ProcessUsage{Timestamp: now, ProcessCount: &runtimeapi.UInt64Value{}},
 	}
 	var anyPid uint32
-	for _, id := range s.containersOf(ctx, sb.ID) {
-		c, m, err := s.loadContainer(ctx, id)
+	for _, m := range s.records.allContainers() {
+		if m.SandboxID != sb.ID {
+			continue
+		}
+		sample, err := sampleOf(ctx, s, m)
 		if err != nil {
 			continue
 		}
-		st, u, err := s.containerStats(ctx, c, m)
-		if err != nil {
-			continue
-		}
+		st, u := sample.stats, sample.usage
 		linux.Containers = append(linux.Containers, st)
 		if u == nil {
 			continue
@@ -222,10 +221,12 @@ func (s *Service) podStats(ctx context.Context, sb *sandboxMeta) *runtimeapi.Pod
 		linux.Memory.UsageBytes.Value += u.memUsage
 		linux.Memory.RssBytes.Value += u.rss
 		linux.Process.ProcessCount.Value += u.pids
-		if task, err := c.Task(ctx, nil); err == nil && anyPid == 0 {
-			anyPid = task.Pid()
+		if anyPid == 0 {
+			anyPid = sample.pid
 		}
 	}
+	// Read now, whatever the containers' figures: a file read, and the
+	// pod's traffic is what it is now.
 	if anyPid != 0 && sb.Namespaces.Net != "" {
 		linux.Network = networkUsage(anyPid, now)
 	}
@@ -274,23 +275,23 @@ func (s *Service) PodSandboxStats(ctx context.Context, r *runtimeapi.PodSandboxS
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &runtimeapi.PodSandboxStatsResponse{Stats: s.podStats(ctx, sb)}, nil
+	return &runtimeapi.PodSandboxStatsResponse{Stats: s.podStats(ctx, sb, s.stats.read)}, nil
 }
 
-// ListPodSandboxStats reports the stats of pods, filtered by ID and labels.
+// ListPodSandboxStats reports the stats of pods, filtered by ID and
+// labels, from the collector's last pass.
 func (s *Service) ListPodSandboxStats(ctx context.Context, r *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
 	ctx = s.nsContext(ctx)
 	f := r.GetFilter()
 	resp := &runtimeapi.ListPodSandboxStatsResponse{}
-	for _, id := range s.names.list(kindSandbox) {
-		if f.GetId() != "" && !strings.HasPrefix(id, f.GetId()) {
+	for _, sb := range s.records.allSandboxes() {
+		if f.GetId() != "" && !strings.HasPrefix(sb.ID, f.GetId()) {
 			continue
 		}
-		_, sb, err := s.loadSandbox(ctx, id)
-		if err != nil || !labelsMatch(sb.config.GetLabels(), f.GetLabelSelector()) {
+		if !labelsMatch(sb.config.GetLabels(), f.GetLabelSelector()) {
 			continue
 		}
-		resp.Stats = append(resp.Stats, s.podStats(ctx, sb))
+		resp.Stats = append(resp.Stats, s.podStats(ctx, sb, s.stats.sample))
 	}
 	return resp, nil
 }

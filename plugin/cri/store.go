@@ -89,6 +89,16 @@ type containerMeta struct {
 	config       *runtimeapi.ContainerConfig
 }
 
+// saveSandbox writes a pod's changed metadata to containerd, then to the
+// records lists read. The caller holds the pod's lock.
+func (s *Service) saveSandbox(ctx context.Context, c containerd.Container, m *sandboxMeta) error {
+	if err := c.Update(ctx, withMeta(m)); err != nil {
+		return err
+	}
+	s.records.putSandbox(m)
+	return nil
+}
+
 func (s *Service) nsContext(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, Namespace)
 }
@@ -196,6 +206,7 @@ func (s *Service) updateContainerMeta(ctx context.Context, c containerd.Containe
 	if err := c.Update(ctx, append(extra, withMeta(m))...); err != nil {
 		return m, err
 	}
+	s.records.putContainer(m)
 	// Every start and exit is recorded here, whoever records it.
 	if started == 0 && m.StartedAt != 0 {
 		s.publish(ctx, m.ID, m.SandboxID, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
@@ -222,10 +233,12 @@ func (s *Service) recover(ctx context.Context) error {
 		switch labels[labelKind] {
 		case kindSandbox:
 			if _, m, err := s.loadSandbox(ctx, c.ID()); err == nil {
+				s.records.putSandbox(m)
 				s.names.add(kindSandbox, m.Name, m.ID)
 			}
 		case kindContainer:
 			if _, m, err := s.loadContainer(ctx, c.ID()); err == nil {
+				s.records.putContainer(m)
 				s.names.add(kindContainer, m.Name, m.ID)
 				if m.StartedAt == 0 && m.FinishedAt == 0 {
 					deleteUnstartedTask(ctx, c)

@@ -1,0 +1,100 @@
+package cri
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/containerd/log"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// statsCollector reads every container's statistics in the background,
+// one pass per period, so that the list RPCs kubelet's summary and
+// eviction manager depend on answer from the last pass: a container
+// writing millions of files (its writable layer is measured by walking it)
+// or a slow shim delays a pass, never an answer. CRI-O collects the same
+// way; containerd's CRI asks every shim on every call.
+//
+// A container the collector has not reached yet (started since the last
+// pass) is read when it is asked for, and its reading kept. The single
+// ContainerStats and PodSandboxStats always read afresh: whoever asks for
+// one container wants it now, and it costs one container.
+type statsCollector struct {
+	period  time.Duration
+	mu      sync.Mutex
+	samples map[string]statsSample
+}
+
+// statsSample is one reading of a container.
+type statsSample struct {
+	at    time.Time
+	stats *runtimeapi.ContainerStats
+	usage *usage // nil without a running task
+	pid   uint32 // the task's, 0 without one
+}
+
+func newStatsCollector(period time.Duration) *statsCollector {
+	return &statsCollector{period: period, samples: map[string]statsSample{}}
+}
+
+// run takes a pass every period until ctx ends; with no period, there
+// are no passes and every list reads afresh.
+func (sc *statsCollector) run(ctx context.Context, s *Service) {
+	if sc.period <= 0 {
+		return
+	}
+	t := time.NewTicker(sc.period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, m := range s.records.allContainers() {
+			if _, err := sc.read(ctx, s, m); err != nil {
+				log.G(ctx).WithError(err).WithField("id", m.ID).Debug("collect container stats")
+			}
+		}
+	}
+}
+
+// read reads a container now and keeps the reading.
+func (sc *statsCollector) read(ctx context.Context, s *Service, m *containerMeta) (statsSample, error) {
+	c, err := s.client.LoadContainer(ctx, m.ID)
+	if err != nil {
+		return statsSample{}, err
+	}
+	st, u, pid, err := s.containerStats(ctx, c, m)
+	if err != nil {
+		return statsSample{}, err
+	}
+	sample := statsSample{at: time.Now(), stats: st, usage: u, pid: pid}
+	if sc.period > 0 {
+		sc.mu.Lock()
+		if _, known := s.records.container(m.ID); known {
+			sc.samples[m.ID] = sample
+		}
+		sc.mu.Unlock()
+	}
+	return sample, nil
+}
+
+// sample is a container's last reading, if it is recent enough: one pass
+// and a half old at most, so that a pass that stalls is not hidden.
+func (sc *statsCollector) sample(ctx context.Context, s *Service, m *containerMeta) (statsSample, error) {
+	sc.mu.Lock()
+	sample, ok := sc.samples[m.ID]
+	sc.mu.Unlock()
+	if ok && time.Since(sample.at) <= sc.period*3/2 {
+		return sample, nil
+	}
+	return sc.read(ctx, s, m)
+}
+
+func (sc *statsCollector) forget(id string) {
+	sc.mu.Lock()
+	delete(sc.samples, id)
+	sc.mu.Unlock()
+}
