@@ -37,6 +37,12 @@ func (s *Service) watchExits(ctx context.Context) {
 					if ev.ID != ev.ContainerID {
 						continue // an exec's exit
 					}
+					if _, ok := s.records.sandbox(ev.ContainerID); ok {
+						// A pod's init or pause container: the pod is no
+						// longer ready, as sandboxState would find.
+						s.records.markLost(ev.ContainerID)
+						continue
+					}
 					go s.reapByID(ctx, ev.ContainerID)
 				}
 			case err := <-errs:
@@ -150,6 +156,9 @@ func oomKilledByCgroup(ctx context.Context, task containerd.Task) bool {
 // task has stopped, and the starts of containers believed created whose
 // task runs or ran: containerd may have died before it recorded them.
 func (s *Service) reconcileExits(ctx context.Context) {
+	for _, m := range s.records.allSandboxes() {
+		s.sandboxState(m) // notes a pod that lost its init or files meanwhile
+	}
 	for _, id := range s.names.list(kindContainer) {
 		c, m, err := s.loadContainer(ctx, id)
 		if err != nil || m.FinishedAt != 0 {

@@ -21,10 +21,28 @@ type records struct {
 	mu         sync.RWMutex
 	sandboxes  map[string]*sandboxMeta
 	containers map[string]*containerMeta
+	// lost are the pods recorded ready that lost their init or their
+	// files since (sandboxState): they list as NOTREADY.
+	lost map[string]bool
 }
 
 func newRecords() *records {
-	return &records{sandboxes: map[string]*sandboxMeta{}, containers: map[string]*containerMeta{}}
+	return &records{sandboxes: map[string]*sandboxMeta{}, containers: map[string]*containerMeta{}, lost: map[string]bool{}}
+}
+
+// markLost notes that a pod lost its init or its files.
+func (r *records) markLost(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.sandboxes[id]; ok {
+		r.lost[id] = true
+	}
+}
+
+func (r *records) isLost(id string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.lost[id]
 }
 
 func (r *records) putSandbox(m *sandboxMeta) {
@@ -69,6 +87,7 @@ func (r *records) remove(id string) {
 	r.mu.Lock()
 	delete(r.sandboxes, id)
 	delete(r.containers, id)
+	delete(r.lost, id)
 	r.mu.Unlock()
 }
 

@@ -25,7 +25,7 @@ func (s *Service) ListPodSandbox(ctx context.Context, r *runtimeapi.ListPodSandb
 	}
 	resp := &runtimeapi.ListPodSandboxResponse{Items: make([]*runtimeapi.PodSandbox, 0, len(metas))}
 	for _, m := range metas {
-		state := s.sandboxState(m)
+		state := s.listedSandboxState(m)
 		if f.GetState() != nil && f.GetState().GetState() != state {
 			continue
 		}

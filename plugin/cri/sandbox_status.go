@@ -115,10 +115,22 @@ func (s *Service) sandboxInfo(ctx context.Context, c containerd.Container, m *sa
 
 // sandboxState is READY while the pod's namespaces, files and init are
 // there: after a reboot they are not, whatever was recorded, nor after its
-// init died, and kubelet must make the pod again.
+// init died, and kubelet must make the pod again. A pod found to have lost
+// them is noted in the records, for the lists (listedSandboxState).
 func (s *Service) sandboxState(m *sandboxMeta) runtimeapi.PodSandboxState {
-	if !m.Ready || (m.Init != nil && !m.Init.alive()) {
+	if !m.Ready {
 		return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+	}
+	if !s.podIntact(m) {
+		s.records.markLost(m.ID)
+		return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+	}
+	return runtimeapi.PodSandboxState_SANDBOX_READY
+}
+
+func (s *Service) podIntact(m *sandboxMeta) bool {
+	if m.Init != nil && !m.Init.alive() {
+		return false
 	}
 	// The pod's files live in the volatile state directory too.
 	for _, p := range []string{m.Namespaces.Net, m.Namespaces.IPC, m.Namespaces.UTS, filepath.Join(s.sandboxStateDir(m.ID), "hosts")} {
@@ -126,8 +138,19 @@ func (s *Service) sandboxState(m *sandboxMeta) runtimeapi.PodSandboxState {
 			continue
 		}
 		if _, err := os.Stat(p); err != nil {
-			return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+			return false
 		}
+	}
+	return true
+}
+
+// listedSandboxState is sandboxState from memory, for the lists kubelet
+// makes every second: a pod's init's exit and its files' loss are noted
+// when they happen (the exit watch) or are found (start-up, every
+// re-subscription, every PodSandboxStatus), not looked for at every list.
+func (s *Service) listedSandboxState(m *sandboxMeta) runtimeapi.PodSandboxState {
+	if !m.Ready || s.records.isLost(m.ID) {
+		return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
 	}
 	return runtimeapi.PodSandboxState_SANDBOX_READY
 }

@@ -133,7 +133,14 @@ func percentile(v []float64, p int) float64 {
 	}
 	s := slices.Clone(v)
 	slices.Sort(s)
-	return s[(len(s)-1)*p/100]
+	// Interpolated between the two nearest ranks: with two samples, the
+	// median is their mean, not the smaller.
+	pos := float64(len(s)-1) * float64(p) / 100
+	i := int(pos)
+	if i+1 >= len(s) {
+		return s[i]
+	}
+	return s[i] + (s[i+1]-s[i])*(pos-float64(i))
 }
 
 type figure struct {
@@ -547,16 +554,15 @@ func measureRestart(ctx context.Context, d *testbed.Daemon, n int, out samples) 
 	if err != nil {
 		return err
 	}
+	// The pods' log directory outlives the restart: a restarted daemon
+	// reopens the pods' logs where they were.
+	defer closeCRI()
 	ids, err := c.startPods(ctx, n, 4)
 	defer func() {
-		if c2, close2, err := dial(ctx, d); err == nil {
-			if err := c2.removePods(ctx, ids); err != nil && retErr == nil {
-				retErr = err
-			}
-			close2()
+		if err := c.removePods(ctx, ids); err != nil && retErr == nil {
+			retErr = err
 		}
 	}()
-	closeCRI()
 	if err != nil {
 		return err
 	}
@@ -566,6 +572,7 @@ func measureRestart(ctx context.Context, d *testbed.Daemon, n int, out samples) 
 	if err := d.Start(ctx); err != nil {
 		return err
 	}
+	// A new connection: the old one may be in its reconnect back-off.
 	t0 := time.Now()
 	conn, err := grpc.NewClient("unix://"+d.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
