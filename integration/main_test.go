@@ -65,7 +65,8 @@ func run(m *testing.M) int {
 		return 1
 	}
 	// Short pull timeouts, for the tests of stuck and endless pulls; every
-	// other pull is local and takes milliseconds.
+	// other pull is local and takes milliseconds. A short stats period, for
+	// the collector's test to see passes.
 	bed, err = testbed.Start(ctx, binDir, fmt.Sprintf(`
 [metrics]
   address = %q
@@ -73,6 +74,7 @@ func run(m *testing.M) int {
 [plugins."io.containerd.grpc.v1.mine"]
   image_pull_progress_timeout = "2s"
   image_pull_timeout = "6s"
+  stats_collect_period = "1s"
 `, metricsAddress))
 	if err == nil {
 		daemon, imageRef = bed.Daemon, bed.ImageRef
