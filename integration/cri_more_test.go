@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -730,5 +731,67 @@ func TestCRIListStatsFromCollector(t *testing.T) {
 	pods, err := c.ListPodSandboxStats(ctx, &runtimeapi.ListPodSandboxStatsRequest{Filter: &runtimeapi.PodSandboxStatsFilter{Id: podID}})
 	if err != nil || len(pods.Stats) != 1 || len(pods.Stats[0].Linux.GetContainers()) != 1 || pods.Stats[0].Linux.Cpu.GetUsageCoreNanoSeconds().GetValue() == 0 {
 		t.Fatalf("pod stats: %v, %v", pods, err)
+	}
+}
+
+// TestCRIPodSandboxMetrics: cAdvisor's container metrics through the CRI,
+// every one with as many label values as its descriptor has keys, for the
+// running container and, on the pod, its network.
+func TestCRIPodSandboxMetrics(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "metrics")
+	podID := c.runPod(t, pod)
+	id := c.startContainer(t, podID, pod, containerConfig("app", "exec sleep 600"))
+	descs, err := c.ListMetricDescriptors(ctx, &runtimeapi.ListMetricDescriptorsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]int{}
+	for _, d := range descs.Descriptors {
+		keys[d.Name] = len(d.LabelKeys)
+	}
+	resp, err := c.ListPodSandboxMetrics(ctx, &runtimeapi.ListPodSandboxMetricsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pm *runtimeapi.PodSandboxMetrics
+	for _, p := range resp.PodMetrics {
+		if p.PodSandboxId == podID {
+			pm = p
+		}
+	}
+	if pm == nil || len(pm.ContainerMetrics) != 1 || pm.ContainerMetrics[0].ContainerId != id {
+		t.Fatalf("pod metrics %v", pm)
+	}
+	got := map[string]*runtimeapi.Metric{}
+	for _, m := range append(slices.Clone(pm.Metrics), pm.ContainerMetrics[0].Metrics...) {
+		if n, ok := keys[m.Name]; !ok || n != len(m.LabelValues) {
+			t.Errorf("%s: %d label values, descriptor has %d keys (described: %v)", m.Name, len(m.LabelValues), n, ok)
+		}
+		got[m.Name] = m
+	}
+	for _, name := range []string{"container_cpu_usage_seconds_total", "container_memory_working_set_bytes", "container_network_receive_bytes_total", "container_fs_usage_bytes", "container_spec_memory_limit_bytes", "container_start_time_seconds", "container_processes"} {
+		if got[name] == nil {
+			t.Errorf("no %s", name)
+		}
+	}
+	if ws := got["container_memory_working_set_bytes"].GetValue().GetValue(); ws == 0 {
+		t.Error("a running container's working set is 0")
+	}
+	if rx := got["container_network_receive_bytes_total"]; rx != nil && rx.LabelValues[len(rx.LabelValues)-1] != "eth0" {
+		t.Errorf("network metric on interface %v", rx.LabelValues)
+	}
+	stream, err := recvAll(c.StreamPodSandboxMetrics(ctx, &runtimeapi.StreamPodSandboxMetricsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamed := 0
+	for _, msg := range stream {
+		streamed += len(msg.PodSandboxMetrics)
+	}
+	if streamed != len(resp.PodMetrics) {
+		t.Errorf("streamed %d pods' metrics, listed %d", streamed, len(resp.PodMetrics))
 	}
 }

@@ -274,6 +274,11 @@ func (d *Daemon) RouteRegistry(host, loopback string) error {
 func (d *Daemon) Teardown() error {
 	_ = d.Stop()
 	var errs []error
+	// A shim answers containerd's Shutdown before it exits: one whose pod
+	// was removed just now may still be on its way out.
+	for deadline := time.Now().Add(5 * time.Second); len(d.Shims()) > 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if pids := d.Shims(); len(pids) > 0 {
 		errs = append(errs, fmt.Errorf("shims left running: %v", pids))
 		for _, pid := range pids {

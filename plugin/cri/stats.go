@@ -59,6 +59,8 @@ type usage struct {
 	memUsage, workingSet, rss      uint64
 	limit, pageFaults, majorFaults uint64
 	pids                           uint64
+	// raw is the shim's reading itself, for the metrics RPCs.
+	raw any
 }
 
 func metricsUsage(data any) (usage, error) {
@@ -73,6 +75,7 @@ func metricsUsage(data any) (usage, error) {
 			pageFaults:  mem.GetTotalPgFault(),
 			majorFaults: mem.GetTotalPgMajFault(),
 			pids:        m.GetPids().GetCurrent(),
+			raw:         m,
 		}
 		u.workingSet = u.memUsage - min(u.memUsage, mem.GetTotalInactiveFile())
 		return u, nil
@@ -86,6 +89,7 @@ func metricsUsage(data any) (usage, error) {
 			pageFaults:  mem.GetPgfault(),
 			majorFaults: mem.GetPgmajfault(),
 			pids:        m.GetPids().GetCurrent(),
+			raw:         m,
 		}
 		u.workingSet = u.memUsage - min(u.memUsage, mem.GetInactiveFile())
 		return u, nil

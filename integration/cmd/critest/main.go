@@ -29,7 +29,7 @@ import (
 // busybox: NoNewPrivs runs a setuid helper of its own, MaskedPaths needs a
 // shell that executes ls rather than running it as a built-in, and the
 // HostPID and ContainerPID specs look for nginx's rewritten process title.
-const skip = `NRI|Image Volume|[Cc]heckpoint|[Mm]etrics|SELinux|[Aa]pp[Aa]rmor|[Uu]ser[Nn]amespace|with digest|all kinds of references|NoNewPrivs|MaskedPaths|support HostPID|support ContainerPID`
+const skip = `NRI|Image Volume|[Cc]heckpoint|SELinux|[Aa]pp[Aa]rmor|[Uu]ser[Nn]amespace|with digest|all kinds of references|NoNewPrivs|MaskedPaths|support HostPID|support ContainerPID`
 
 func main() {
 	binDir := flag.String("bin", "bin", "directory with containerd and containerd-shim-mine-v2")
