@@ -122,20 +122,6 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 		undo = append(undo, func() { unix.Unmount(shm, unix.MNT_DETACH) })
 	}
 
-	var ips []string
-	if !hostNet {
-		if ips, err = s.network.setup(ctx, id, paths.Net, cfg); err != nil {
-			// CNI DEL releases whatever ADD got to, an IP among it.
-			s.network.teardown(cleanupCtx, id, paths.Net, cfg)
-			return nil, toStatus(err)
-		}
-		undo = append(undo, func() {
-			if err := s.network.teardown(cleanupCtx, id, paths.Net, cfg); err != nil {
-				log.G(ctx).WithError(err).Warn("CNI DEL after failed RunPodSandbox")
-			}
-		})
-	}
-
 	raw, err := proto.Marshal(cfg)
 	if err != nil {
 		return nil, toStatus(err)
@@ -146,7 +132,6 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 		Config:         raw,
 		RuntimeHandler: handler,
 		Namespaces:     paths,
-		IPs:            ips,
 		CreatedAt:      nowNano(),
 		Ready:          true,
 	}
@@ -163,40 +148,101 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 		return nil, toStatus(fmt.Errorf("record pod sandbox: %w", err))
 	}
 	undo = append(undo, func() { record.Delete(cleanupCtx, containerd.WithSnapshotCleanup) })
-	if !sharesPIDNamespace(cfg) && s.config.SandboxImage == "" {
-		// Nothing of the pod needs its init but kubelet's statistics: it
-		// starts after the pod's first container, off the path of the
-		// pod's start.
-		created = true
-		s.records.putSandbox(meta)
-		go s.startStatsInit(context.WithoutCancel(ctx), id, s.initTriggers.add(id))
-		return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
+
+	// A pod whose containers share its PID namespace, or that runs a
+	// pause container, needs its init before it is ready. The init needs
+	// the pod's network namespace, not its interfaces: it starts (the
+	// shim's start, runc create and start) while CNI sets the network up.
+	syncInit := sharesPIDNamespace(cfg) || s.config.SandboxImage != ""
+	var (
+		initDone = make(chan struct{})
+		init     podInit
+		initErr  error
+	)
+	if syncInit {
+		go func() {
+			defer close(initDone)
+			init, initErr = s.startPodInit(ctx, record, state, sharesPIDNamespace(cfg))
+		}()
+	} else {
+		close(initDone)
 	}
-	task, err := record.NewTask(ctx, cio.NullIO)
-	if err != nil {
-		return nil, toStatus(fmt.Errorf("pod init: %w", err))
-	}
-	undo = append(undo, func() { task.Delete(cleanupCtx, containerd.WithProcessKill) })
-	if err := task.Start(ctx); err != nil {
-		return nil, toStatus(fmt.Errorf("pod init: %w", err))
-	}
-	meta.Init = processIdentity(task.Pid())
-	if sharesPIDNamespace(cfg) {
-		// Pinned like the pod's other namespaces: containers join the
-		// namespace itself, never whatever process has the init's pid.
-		pidns := filepath.Join(state, "ns", "pid")
-		if err := podns.PinProcess(pidns, meta.Init.Pid, "pid", meta.Init.alive); err != nil {
-			return nil, toStatus(fmt.Errorf("pod init: %w", err))
+	var ips []string
+	var netErr error
+	if !hostNet {
+		if ips, netErr = s.network.setup(ctx, id, paths.Net, cfg); netErr != nil {
+			// CNI DEL releases whatever ADD got to, an IP among it.
+			s.network.teardown(cleanupCtx, id, paths.Net, cfg)
+		} else {
+			undo = append(undo, func() {
+				if err := s.network.teardown(cleanupCtx, id, paths.Net, cfg); err != nil {
+					log.G(ctx).WithError(err).Warn("CNI DEL after failed RunPodSandbox")
+				}
+			})
 		}
-		undo = append(undo, func() { podns.Remove(podns.Paths{PID: pidns}) })
-		meta.Namespaces.PID = pidns
 	}
+	<-initDone
+	if init.task != nil {
+		undo = append(undo, func() { init.task.Delete(cleanupCtx, containerd.WithProcessKill) })
+	}
+	if init.pidns != "" {
+		undo = append(undo, func() { podns.Remove(podns.Paths{PID: init.pidns}) })
+	}
+	if netErr != nil {
+		return nil, toStatus(netErr)
+	}
+	if initErr != nil {
+		return nil, toStatus(fmt.Errorf("pod init: %w", initErr))
+	}
+	meta.IPs = ips
+	meta.Init = init.process
+	meta.Namespaces.PID = init.pidns
 	if err := record.Update(ctx, withMeta(meta)); err != nil {
 		return nil, toStatus(err)
 	}
 	created = true
 	s.records.putSandbox(meta)
+	if !syncInit {
+		// Nothing of the pod needs its init but kubelet's statistics: it
+		// starts after the pod's first container, off the path of the
+		// pod's start.
+		go s.startStatsInit(context.WithoutCancel(ctx), id, s.initTriggers.add(id))
+	}
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
+}
+
+// podInit is a pod's init as RunPodSandbox started it.
+type podInit struct {
+	task    containerd.Task
+	process *process
+	pidns   string // the pinned PID namespace, "" unless the pod shares one
+}
+
+// startPodInit creates and starts a pod's init (or pause container) and,
+// for a pod whose containers share its PID namespace, pins that
+// namespace. What it made is returned with any error, for the caller to
+// undo.
+func (s *Service) startPodInit(ctx context.Context, record containerd.Container, state string, sharedPID bool) (podInit, error) {
+	var init podInit
+	task, err := record.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		return init, err
+	}
+	init.task = task
+	if err := task.Start(ctx); err != nil {
+		return init, err
+	}
+	init.process = processIdentity(task.Pid())
+	if sharedPID {
+		// Pinned like the pod's other namespaces: containers join the
+		// namespace itself, never whatever process has the init's pid.
+		pidns := filepath.Join(state, "ns", "pid")
+		if err := podns.PinProcess(pidns, init.process.Pid, "pid", init.process.alive); err != nil {
+			return init, err
+		}
+		init.pidns = pidns
+	}
+	return init, nil
 }
 
 // runtimeFor resolves a runtime handler, "" meaning the default one.
