@@ -1,7 +1,6 @@
 package cri
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -77,25 +76,36 @@ func (s *Service) ExecSync(ctx context.Context, r *runtimeapi.ExecSyncRequest) (
 	}
 }
 
-// cappedBuffer keeps the first maxExecOutput bytes written to it.
+// cappedBuffer keeps the first maxExecOutput bytes written to it, and
+// never holds more: a bytes.Buffer doubles, and would hold up to twice the
+// cap per stream, and Bytes would copy it once more.
 type cappedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu   sync.Mutex
+	data []byte
 }
 
 func (b *cappedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if room := maxExecOutput - b.buf.Len(); room > 0 {
-		b.buf.Write(p[:min(len(p), room)])
+	room := maxExecOutput - len(b.data)
+	if room <= 0 {
+		return len(p), nil
 	}
+	keep := p[:min(len(p), room)]
+	if need := len(b.data) + len(keep); need > cap(b.data) {
+		grown := make([]byte, len(b.data), min(max(2*cap(b.data), need, 4096), maxExecOutput))
+		copy(grown, b.data)
+		b.data = grown
+	}
+	b.data = append(b.data, keep...)
 	return len(p), nil
 }
 
+// Bytes is what was kept; later writes do not change it.
 func (b *cappedBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return append([]byte(nil), b.buf.Bytes()...)
+	return b.data[:len(b.data):len(b.data)]
 }
 
 // runningTask finds a container by ID or prefix, and its running task.

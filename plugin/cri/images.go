@@ -21,6 +21,8 @@ import (
 	"github.com/distribution/reference"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/singleflight"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	mineconfig "github.com/mine-runtime/mine/config"
@@ -177,6 +179,12 @@ func (is *imageService) doPull(ctx context.Context, named reference.Named, auth 
 			// (a hard link out of its layer, say): the image's fault, not
 			// the runtime's.
 			err = errdefs.ErrFailedPrecondition.WithMessage(err.Error())
+		} else if errors.Is(err, io.ErrUnexpectedEOF) && strings.Contains(err.Error(), "short read") {
+			// The registry's blob ended, cleanly, before the size its
+			// descriptor gives: content that does not match what it is
+			// said to be. (One that does not match its digest is already
+			// FailedPrecondition, from containerd's content store.)
+			return "", status.Errorf(codes.DataLoss, "pull %s: a blob is shorter than its descriptor says: %v", named, err)
 		}
 		return "", fmt.Errorf("pull %s: %w", named, err)
 	}
