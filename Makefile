@@ -10,7 +10,7 @@ LDFLAGS := -X $(VERSION_PKG).Version=$(CONTAINERD_VERSION) -X $(VERSION_PKG).Rev
 # no_cri leaves containerd's own CRI plugin out: ours serves the CRI.
 DAEMON_TAGS := no_cri
 
-.PHONY: all binaries deps kubelet test unit integration demo bench critest node-e2e node-e2e-stock install uninstall clean FORCE
+.PHONY: all binaries deps kubelet test unit integration demo bench critest fuzz node-e2e node-e2e-stock install uninstall clean FORCE
 
 all: binaries
 
@@ -56,8 +56,15 @@ critest: deps binaries
 	hack/install-critest.sh
 	$(GO) run ./integration/cmd/critest -bin bin
 
-# Benchmarks, beside stock containerd v2.4.2 in the same run, as ratios.
-# Budget: about two minutes, plus building stock containerd once.
+# The fuzz targets (CRI request -> OCI spec, the CRI log writer, the
+# shim's log and stdin URIs), each for a set number of executions.
+# Budget: five minutes; FUZZ_SCALE=N runs each N times as long.
+fuzz:
+	hack/fuzz.sh
+
+# Benchmarks, beside stock containerd v2.4.2 in the same run, as ratios,
+# medians and spreads. Budget: ten minutes (measured: seven), plus
+# building stock containerd once.
 bench: deps binaries
 	hack/install-bench-deps.sh
 	$(GO) run ./integration/cmd/bench -bin bin

@@ -139,6 +139,14 @@ type logStream struct {
 	mu      sync.Mutex
 	pending []byte // the current line, not yet ended
 	timer   *time.Timer
+	// open: the last entry written was partial, so the line goes on.
+	open bool
+}
+
+// write writes one entry of the stream. Called with mu held.
+func (s *logStream) write(content []byte, full bool) {
+	s.log.entry(s.name, content, full)
+	s.open = !full
 }
 
 func (s *logStream) Write(p []byte) (int, error) {
@@ -157,7 +165,7 @@ func (s *logStream) Write(p []byte) (int, error) {
 	}
 	if max := s.log.maxLine; max > 0 {
 		for len(s.pending) >= max {
-			s.log.entry(s.name, s.pending[:max], false)
+			s.write(s.pending[:max], false)
 			s.pending = s.pending[max:]
 		}
 	}
@@ -173,7 +181,7 @@ func (s *logStream) flushPartial() {
 	defer s.mu.Unlock()
 	s.timer = nil
 	if len(s.pending) > 0 {
-		s.log.entry(s.name, s.pending, false)
+		s.write(s.pending, false)
 		s.pending = s.pending[:0]
 	}
 }
@@ -184,15 +192,19 @@ func (s *logStream) flush(full bool) {
 	line := s.pending
 	if max := s.log.maxLine; max > 0 {
 		for len(line) > max {
-			s.log.entry(s.name, line[:max], false)
+			s.write(line[:max], false)
 			line = line[max:]
 		}
 	}
-	s.log.entry(s.name, line, full)
+	s.write(line, full)
 	s.pending = s.pending[:0]
 }
 
-// Close writes what is left of a last line without a newline.
+// Close writes what is left of a last line without a newline, as a full
+// entry; a last line already written out as partial entries (it filled
+// the line limit, or waited partialFlushDelay) is ended with an empty
+// full one, so that every stream ends with a whole line, whatever its
+// length (found by FuzzCRILog).
 func (s *logStream) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -202,6 +214,8 @@ func (s *logStream) Close() error {
 	}
 	if len(s.pending) > 0 {
 		s.flush(true)
+	} else if s.open {
+		s.write(nil, true)
 	}
 	return nil
 }

@@ -164,6 +164,10 @@ func withProcessArgs(cfg *runtimeapi.ContainerConfig, entrypoint, cmd []string) 
 		if len(args) == 0 {
 			return errdefs.ErrInvalidArgument.WithMessage("no command: neither the container config nor the image names one")
 		}
+		if args[0] == "" {
+			// runc would fail it at StartContainer; found by FuzzGenerate.
+			return errdefs.ErrInvalidArgument.WithMessage("the command to run is an empty string")
+		}
 		s.Process.Args = args
 		return nil
 	}
