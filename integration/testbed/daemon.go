@@ -21,8 +21,10 @@ type Daemon struct {
 	Dir     string // everything the daemon owns lives below it
 	BinDir  string // where containerd and containerd-shim-mine-v2 are
 	Address string
-	Config  string // path of config.toml
-	Log     string // the daemon's output
+	// DebugAddress is the socket of containerd's debug server (pprof).
+	DebugAddress string
+	Config       string // path of config.toml
+	Log          string // the daemon's output
 	// ShimBinary is the shim its pods run under: ours, or stock
 	// containerd's runc shim.
 	ShimBinary string
@@ -42,6 +44,7 @@ func NewDaemon(dir, binDir, extraConfig string) (*Daemon, error) {
 	cfg := d.baseConfig() + fmt.Sprintf(`
 [debug]
   level = "debug"
+  address = %q
 
 [plugins."io.containerd.grpc.v1.mine".cni]
   bin_dirs = ["/opt/cni/bin"]
@@ -49,7 +52,7 @@ func NewDaemon(dir, binDir, extraConfig string) (*Daemon, error) {
 
 [plugins."io.containerd.grpc.v1.mine".registry]
   config_path = %q
-`, filepath.Join(dir, "cni/net.d"), filepath.Join(dir, "certs.d"))
+`, d.DebugAddress, filepath.Join(dir, "cni/net.d"), filepath.Join(dir, "certs.d"))
 	return d, os.WriteFile(d.Config, []byte(cfg+extraConfig), 0o600)
 }
 
@@ -78,14 +81,15 @@ imports = []
 // newDaemon lays out a daemon's directory and its pod network.
 func newDaemon(dir, binDir string) (*Daemon, error) {
 	d := &Daemon{
-		Dir:        dir,
-		BinDir:     binDir,
-		Address:    filepath.Join(dir, "containerd.sock"),
-		Config:     filepath.Join(dir, "config.toml"),
-		Log:        filepath.Join(dir, "containerd.log"),
-		ShimBinary: "containerd-shim-mine-v2",
-		cgroups:    takeCgroupSnapshot(),
-		Network:    newCNINetwork(dir),
+		Dir:          dir,
+		BinDir:       binDir,
+		Address:      filepath.Join(dir, "containerd.sock"),
+		DebugAddress: filepath.Join(dir, "debug.sock"),
+		Config:       filepath.Join(dir, "config.toml"),
+		Log:          filepath.Join(dir, "containerd.log"),
+		ShimBinary:   "containerd-shim-mine-v2",
+		cgroups:      takeCgroupSnapshot(),
+		Network:      newCNINetwork(dir),
 	}
 	for _, sub := range []string{"root", "state", "cni/net.d", "certs.d", "opt"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o711); err != nil {
