@@ -41,17 +41,9 @@ func (s *Service) ExecSync(ctx context.Context, r *runtimeapi.ExecSyncRequest) (
 	pspec.Terminal = false
 
 	var stdout, stderr cappedBuffer
-	var output *drainingIO
-	streams := cio.NewCreator(cio.WithStreams(nil, &stdout, &stderr))
+	streams, drain := drainingCreator(cio.NewCreator(cio.WithStreams(nil, &stdout, &stderr)))
 	execID := newID()[:16]
-	proc, err := task.Exec(ctx, execID, &pspec, func(id string) (cio.IO, error) {
-		io, err := streams(id)
-		if err != nil {
-			return nil, err
-		}
-		output = &drainingIO{IO: io}
-		return output, nil
-	})
+	proc, err := task.Exec(ctx, execID, &pspec, streams)
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("exec in %s: %w", id, err))
 	}
@@ -73,7 +65,7 @@ func (s *Service) ExecSync(ctx context.Context, r *runtimeapi.ExecSyncRequest) (
 	case st := <-exitC:
 		// Deleting the process makes the shim close its end of the FIFOs,
 		// so what is still in them is copied here before we answer.
-		output.drain.Store(true)
+		drain()
 		if _, err := proc.Delete(context.WithoutCancel(ctx)); err != nil && !errdefs.IsNotFound(err) {
 			return nil, toStatus(err)
 		}
@@ -103,6 +95,24 @@ func (d *drainingIO) Cancel() {
 	if !d.drain.Load() {
 		d.IO.Cancel()
 	}
+}
+
+// drainingCreator makes an exec's IO a drainingIO; drain, called once the
+// process has exited, makes its Cancel leave the copies to finish.
+func drainingCreator(create cio.Creator) (cio.Creator, func()) {
+	var d *drainingIO
+	return func(id string) (cio.IO, error) {
+			io, err := create(id)
+			if err != nil {
+				return nil, err
+			}
+			d = &drainingIO{IO: io}
+			return d, nil
+		}, func() {
+			if d != nil {
+				d.drain.Store(true)
+			}
+		}
 }
 
 // cappedBuffer keeps the first maxExecOutput bytes written to it, and

@@ -97,7 +97,8 @@ func (rt streamRuntime) Exec(ctx context.Context, containerID string, cmd []stri
 	if tty {
 		opts = append(opts, cio.WithTerminal)
 	}
-	proc, err := task.Exec(ctx, newID()[:16], &pspec, cio.NewCreator(opts...))
+	streams, drain := drainingCreator(cio.NewCreator(opts...))
+	proc, err := task.Exec(ctx, newID()[:16], &pspec, streams)
 	if err != nil {
 		return err
 	}
@@ -118,6 +119,7 @@ func (rt streamRuntime) Exec(ctx context.Context, containerID string, cmd []stri
 	case st := <-exitC:
 		// Deleting closes the shim's end of the FIFOs: the output left in
 		// them reaches the client before the stream ends.
+		drain()
 		if _, err := proc.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 			return err
 		}
