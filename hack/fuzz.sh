@@ -15,18 +15,20 @@ targets=(
 	"./shim FuzzCRILog 30000"
 )
 passed=0 failed=0
+logs=$(mktemp -d /tmp/mine-fuzz-XXXXXX)
 for t in "${targets[@]}"; do
 	read -r pkg name count <<<"$t"
 	count=$((count * SCALE))
 	start=$(date +%s)
-	if go test -run '^$' -fuzz "^${name}\$" -fuzztime "${count}x" -timeout 20m "$pkg" >/tmp/fuzz-$name.log 2>&1; then
+	if go test -run '^$' -fuzz "^${name}\$" -fuzztime "${count}x" -timeout 20m "$pkg" >"$logs/$name.log" 2>&1; then
 		passed=$((passed + 1)) verdict=ok
 	else
 		failed=$((failed + 1)) verdict=FAIL
-		tail -20 /tmp/fuzz-$name.log
+		tail -20 "$logs/$name.log"
 	fi
 	echo "fuzz: $name ($pkg): $count executions, $(($(date +%s) - start)) s, $verdict"
 done
+rm -rf "$logs"
 echo
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
