@@ -1,13 +1,18 @@
 package integration
 
 import (
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/mine-runtime/mine/integration/testbed"
 )
 
 // TestMetrics scrapes containerd's metrics endpoint and finds the CRI's
@@ -16,6 +21,23 @@ func TestMetrics(t *testing.T) {
 	c := newCRI(t)
 	ctx := testContext(t)
 	c.pullBusybox(t)
+	// An image of its own: a pull that fetches, whatever the daemon holds
+	// (and its counters start again with every restart of the daemon).
+	base, err := testbed.BusyboxImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := testbed.WithFiles(base, map[string]string{"etc/metrics-test": time.Now().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := fmt.Sprintf("library/metrics:%d", time.Now().UnixNano())
+	if _, err := registry().Push(tag, img); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: strings.TrimPrefix(tag, "library/")}}); err != nil {
+		t.Fatal(err)
+	}
 	pod := podConfig(t, "metrics")
 	podID := c.runPod(t, pod)
 	c.startContainer(t, podID, pod, containerConfig("main", "exec sleep 600"))
@@ -63,6 +85,12 @@ func TestMetrics(t *testing.T) {
 		{"container_runtime_mine_operations_latency_seconds", map[string]string{"operation": "StartContainer"}, 1},
 		{"container_runtime_mine_pods", map[string]string{"state": "SANDBOX_READY"}, 1},
 		{"container_runtime_mine_containers", map[string]string{"state": "CONTAINER_RUNNING"}, 1},
+		{"container_runtime_mine_pod_start_latency_seconds", nil, 1},
+		{"container_runtime_mine_image_pulls_total", map[string]string{"result": "success"}, 1},
+		{"container_runtime_mine_image_pull_duration_seconds", nil, 1},
+		{"container_runtime_mine_image_pull_bytes_total", nil, 1},
+		{"container_runtime_mine_container_events_subscribers", nil, 0},
+		{"container_runtime_mine_container_events_disconnects_total", nil, 0},
 	} {
 		if v, ok := value(want.family, want.labels); !ok || v < want.min {
 			t.Errorf("%s%v = %v (found %v), want at least %v", want.family, want.labels, v, ok, want.min)

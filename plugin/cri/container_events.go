@@ -75,7 +75,9 @@ func (b *eventBroker) subscribe() (<-chan *runtimeapi.ContainerEventResponse, fu
 	b.mu.Lock()
 	b.subs[ch] = true
 	b.mu.Unlock()
+	eventSubscribers.Inc()
 	return ch, func() {
+		eventSubscribers.Dec()
 		b.mu.Lock()
 		if b.subs[ch] {
 			delete(b.subs, ch)
@@ -105,6 +107,7 @@ func (s *Service) sendEvents(ctx context.Context) {
 			default:
 				delete(s.events.subs, ch)
 				close(ch)
+				eventDisconnects.Inc()
 			}
 		}
 		s.events.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
@@ -92,7 +93,22 @@ func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContain
 		return nil, toStatus(err)
 	}
 	s.initTriggers.fire(m.SandboxID)
+	s.observePodStart(m)
 	return &runtimeapi.StartContainerResponse{}, nil
+}
+
+// observePodStart records a pod's start latency at its first container's
+// start: the first of its containers the records show started, so that
+// a restart of the daemon or of a container does not count again.
+func (s *Service) observePodStart(started *containerMeta) {
+	for _, c := range s.records.allContainers() {
+		if c.SandboxID == started.SandboxID && c.ID != started.ID && c.StartedAt != 0 {
+			return
+		}
+	}
+	if sb, ok := s.records.sandbox(started.SandboxID); ok {
+		podStartLatency.Observe(time.Since(time.Unix(0, sb.CreatedAt)).Seconds())
+	}
 }
 
 // What a container whose start failed exits with, as in containerd's CRI.

@@ -154,7 +154,9 @@ func (is *imageService) pull(ctx context.Context, named reference.Named, auth *r
 	}
 }
 
-func (is *imageService) doPull(ctx context.Context, named reference.Named, auth *runtimeapi.AuthConfig) (string, error) {
+func (is *imageService) doPull(ctx context.Context, named reference.Named, auth *runtimeapi.AuthConfig) (_ string, retErr error) {
+	var received atomic.Int64
+	defer func(start time.Time) { observePull(start, received.Load(), retErr) }(time.Now())
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if total := is.config.PullTimeout(); total > 0 {
@@ -162,7 +164,6 @@ func (is *imageService) doPull(ctx context.Context, named reference.Named, auth 
 		ctx, stop = context.WithTimeoutCause(ctx, total, fmt.Errorf("pull of %s took longer than image_pull_timeout (%s): %w", named, total, context.DeadlineExceeded))
 		defer stop()
 	}
-	var received atomic.Int64
 	if idle := is.config.PullProgressTimeout(); idle > 0 {
 		go watchProgress(ctx, cancel, named, idle, &received)
 	}

@@ -22,10 +22,51 @@ var (
 		Help:    "Time CRI operations take, by RPC.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 	}, []string{"operation"})
+
+	// A pod's start as kubelet sees it: RunPodSandbox received to its
+	// first container started.
+	podStartLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "container_runtime", Subsystem: "mine", Name: "pod_start_latency_seconds",
+		Help:    "Time from RunPodSandbox to the pod's first container started.",
+		Buckets: []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
+	})
+	imagePulls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "container_runtime", Subsystem: "mine", Name: "image_pulls_total",
+		Help: "Image pulls by result: success, or the gRPC code of the failure.",
+	}, []string{"result"})
+	imagePullSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "container_runtime", Subsystem: "mine", Name: "image_pull_duration_seconds",
+		Help:    "Time image pulls take, successful or not.",
+		Buckets: []float64{.1, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800},
+	})
+	imagePullBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "container_runtime", Subsystem: "mine", Name: "image_pull_bytes_total",
+		Help: "Bytes received from registries by image pulls.",
+	})
+	eventSubscribers = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "container_runtime", Subsystem: "mine", Name: "container_events_subscribers",
+		Help: "GetContainerEvents streams open.",
+	})
+	eventDisconnects = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "container_runtime", Subsystem: "mine", Name: "container_events_disconnects_total",
+		Help: "GetContainerEvents subscribers disconnected for falling too far behind.",
+	})
 )
 
 func init() {
-	prometheus.MustRegister(operations, operationLatency)
+	prometheus.MustRegister(operations, operationLatency, podStartLatency,
+		imagePulls, imagePullSeconds, imagePullBytes, eventSubscribers, eventDisconnects)
+}
+
+// observePull counts one image pull, by its result.
+func observePull(start time.Time, bytes int64, err error) {
+	result := "success"
+	if err != nil {
+		result = status.Code(toStatus(err)).String()
+	}
+	imagePulls.WithLabelValues(result).Inc()
+	imagePullSeconds.Observe(time.Since(start).Seconds())
+	imagePullBytes.Add(float64(bytes))
 }
 
 // observe counts one CRI operation, by the code it answered.

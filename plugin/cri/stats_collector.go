@@ -32,6 +32,9 @@ type statsSample struct {
 	stats *runtimeapi.ContainerStats
 	usage *usage // nil without a running task
 	pid   uint32 // the task's, 0 without one
+	// started and finished are the container's record when it was read:
+	// a reading from before a start or an exit is not the container's now.
+	started, finished int64
 }
 
 func newStatsCollector(period time.Duration) *statsCollector {
@@ -70,7 +73,7 @@ func (sc *statsCollector) read(ctx context.Context, s *Service, m *containerMeta
 	if err != nil {
 		return statsSample{}, err
 	}
-	sample := statsSample{at: time.Now(), stats: st, usage: u, pid: pid}
+	sample := statsSample{at: time.Now(), stats: st, usage: u, pid: pid, started: m.StartedAt, finished: m.FinishedAt}
 	if sc.period > 0 {
 		sc.mu.Lock()
 		if _, known := s.records.container(m.ID); known {
@@ -81,13 +84,15 @@ func (sc *statsCollector) read(ctx context.Context, s *Service, m *containerMeta
 	return sample, nil
 }
 
-// sample is a container's last reading, if it is recent enough: one pass
-// and a half old at most, so that a pass that stalls is not hidden.
+// sample is a container's last reading, if it is recent enough (one pass
+// and a half old at most, so that a pass that stalls is not hidden) and
+// was taken in the container's present state: a container started since
+// its reading is read again.
 func (sc *statsCollector) sample(ctx context.Context, s *Service, m *containerMeta) (statsSample, error) {
 	sc.mu.Lock()
 	sample, ok := sc.samples[m.ID]
 	sc.mu.Unlock()
-	if ok && time.Since(sample.at) <= sc.period*3/2 {
+	if ok && time.Since(sample.at) <= sc.period*3/2 && sample.started == m.StartedAt && sample.finished == m.FinishedAt {
 		return sample, nil
 	}
 	return sc.read(ctx, s, m)
