@@ -180,18 +180,21 @@ func (c *Config) Validate() error {
 
 // PullProgressTimeout is image_pull_progress_timeout, parsed; call after Validate.
 func (c *Config) PullProgressTimeout() time.Duration {
-	d, _ := time.ParseDuration(c.ImagePullProgressTimeout)
-	return d
+	return validDuration(c.ImagePullProgressTimeout)
 }
 
 // PullTimeout is image_pull_timeout, parsed; call after Validate.
 func (c *Config) PullTimeout() time.Duration {
-	d, _ := time.ParseDuration(c.ImagePullTimeout)
-	return d
+	return validDuration(c.ImagePullTimeout)
 }
 
 // StatsPeriod is stats_collect_period, parsed; call after Validate.
 func (c *Config) StatsPeriod() time.Duration {
-	d, _ := time.ParseDuration(c.StatsCollectPeriod)
+	return validDuration(c.StatsCollectPeriod)
+}
+
+// validDuration parses a duration Validate has checked.
+func validDuration(v string) time.Duration {
+	d, _ := time.ParseDuration(v)
 	return d
 }

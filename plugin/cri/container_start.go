@@ -101,8 +101,8 @@ func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContain
 // start: the first of its containers the records show started, so that
 // a restart of the daemon or of a container does not count again.
 func (s *Service) observePodStart(started *containerMeta) {
-	for _, c := range s.records.allContainers() {
-		if c.SandboxID == started.SandboxID && c.ID != started.ID && c.StartedAt != 0 {
+	for _, c := range s.records.podContainers(started.SandboxID) {
+		if c.ID != started.ID && c.StartedAt != 0 {
 			return
 		}
 	}

@@ -35,16 +35,19 @@ func (s *Service) noticeStartIfIdle(ctx context.Context, c containerd.Container,
 }
 
 // noticeStartIfIdleByID is noticeStartIfIdle for a reader of the records,
-// which has no handle on the containerd record yet.
+// which has no handle on the containerd record yet: it loads it once,
+// under the lock.
 func (s *Service) noticeStartIfIdleByID(ctx context.Context, m *containerMeta) (*containerMeta, error) {
-	if m.StartedAt != 0 || m.FinishedAt != 0 {
+	unlock, ok := s.tryLock(m.ID)
+	if !ok {
 		return m, nil
 	}
-	c, err := s.client.LoadContainer(ctx, m.ID)
+	defer unlock()
+	c, fresh, err := s.loadContainer(ctx, m.ID)
 	if err != nil {
 		return nil, err
 	}
-	return s.noticeStartIfIdle(ctx, c, m)
+	return s.noticeStart(ctx, c, fresh)
 }
 
 // noticeStart looks at the task of a container recorded as never started;

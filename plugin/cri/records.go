@@ -103,6 +103,31 @@ func (r *records) allSandboxes() []*sandboxMeta {
 	return out
 }
 
+// containersBySandbox groups the containers by pod, for an RPC that goes
+// through every pod's containers.
+func (r *records) containersBySandbox() map[string][]*containerMeta {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make(map[string][]*containerMeta, len(r.sandboxes))
+	for _, m := range r.containers {
+		out[m.SandboxID] = append(out[m.SandboxID], m)
+	}
+	return out
+}
+
+// podContainers are one pod's containers.
+func (r *records) podContainers(sandboxID string) []*containerMeta {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []*containerMeta
+	for _, m := range r.containers {
+		if m.SandboxID == sandboxID {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 func (r *records) allContainers() []*containerMeta {
 	r.mu.RLock()
 	defer r.mu.RUnlock()

@@ -112,17 +112,15 @@ func (s *Service) ListMetricDescriptors(ctx context.Context, _ *runtimeapi.ListM
 func (s *Service) ListPodSandboxMetrics(ctx context.Context, _ *runtimeapi.ListPodSandboxMetricsRequest) (*runtimeapi.ListPodSandboxMetricsResponse, error) {
 	ctx = s.nsContext(ctx)
 	resp := &runtimeapi.ListPodSandboxMetricsResponse{}
-	containers := s.records.allContainers()
+	containers := s.records.containersBySandbox()
+	fs := s.writableLayerFS()
 	for _, sb := range s.records.allSandboxes() {
 		if s.listedSandboxState(sb) != runtimeapi.PodSandboxState_SANDBOX_READY {
 			continue
 		}
 		pm := &runtimeapi.PodSandboxMetrics{PodSandboxId: sb.ID}
 		var netPid uint32
-		for _, m := range containers {
-			if m.SandboxID != sb.ID {
-				continue
-			}
+		for _, m := range containers[sb.ID] {
 			sample, err := s.stats.sample(ctx, s, m)
 			if err != nil || sample.usage == nil {
 				continue // not running: cAdvisor has no metrics for it either
@@ -132,7 +130,7 @@ func (s *Service) ListPodSandboxMetrics(ctx context.Context, _ *runtimeapi.ListP
 			}
 			pm.ContainerMetrics = append(pm.ContainerMetrics, &runtimeapi.ContainerMetrics{
 				ContainerId: m.ID,
-				Metrics:     s.containerMetrics(sb, m, sample),
+				Metrics:     containerMetrics(sb, m, sample, fs),
 			})
 		}
 		if netPid != 0 && sb.Namespaces.Net != "" {
@@ -187,33 +185,20 @@ func podMetricBase(sb *sandboxMeta, container, id, image string) []string {
 // cAdvisor puts them (on its sandbox container, "POD").
 func podNetworkMetrics(sb *sandboxMeta, pid uint32) []*runtimeapi.Metric {
 	ms := &metricSet{base: podMetricBase(sb, "POD", sb.ID, ""), ts: time.Now().UnixNano()}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/dev", pid))
+	devs, err := netDevices(pid)
 	if err != nil {
 		return nil
 	}
-	lines := strings.Split(string(data), "\n")
-	if len(lines) < 2 {
-		return nil
-	}
-	for _, line := range lines[2:] {
-		name, rest, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		name = strings.TrimSpace(name)
-		f := strings.Fields(rest)
-		if name == "lo" || len(f) < 12 {
-			continue
-		}
-		v := func(i int) uint64 { n, _ := strconv.ParseUint(f[i], 10, 64); return n }
-		ms.add("container_network_receive_bytes_total", v(0), name)
-		ms.add("container_network_receive_packets_total", v(1), name)
-		ms.add("container_network_receive_errors_total", v(2), name)
-		ms.add("container_network_receive_packets_dropped_total", v(3), name)
-		ms.add("container_network_transmit_bytes_total", v(8), name)
-		ms.add("container_network_transmit_packets_total", v(9), name)
-		ms.add("container_network_transmit_errors_total", v(10), name)
-		ms.add("container_network_transmit_packets_dropped_total", v(11), name)
+	for _, d := range devs {
+		c := d.counters
+		ms.add("container_network_receive_bytes_total", c[rxBytes], d.name)
+		ms.add("container_network_receive_packets_total", c[rxPackets], d.name)
+		ms.add("container_network_receive_errors_total", c[rxErrors], d.name)
+		ms.add("container_network_receive_packets_dropped_total", c[rxDropped], d.name)
+		ms.add("container_network_transmit_bytes_total", c[txBytes], d.name)
+		ms.add("container_network_transmit_packets_total", c[txPackets], d.name)
+		ms.add("container_network_transmit_errors_total", c[txErrors], d.name)
+		ms.add("container_network_transmit_packets_dropped_total", c[txDropped], d.name)
 	}
 	return ms.out
 }
@@ -313,8 +298,23 @@ func figuresOf(u *usage) cgroupFigures {
 	return f
 }
 
+// layerFS is the file system of containers' writable layers: the
+// snapshotter's, read once per ListPodSandboxMetrics.
+type layerFS struct {
+	device       string
+	statfs       unix.Statfs_t
+	statfsFailed bool
+}
+
+func (s *Service) writableLayerFS() layerFS {
+	fs := layerFS{device: s.snapshotterRoot()}
+	// containerd's root holds the snapshotter's: the same file system.
+	fs.statfsFailed = unix.Statfs(filepath.Dir(s.rootDir), &fs.statfs) != nil
+	return fs
+}
+
 // containerMetrics are a running container's metrics from its sample.
-func (s *Service) containerMetrics(sb *sandboxMeta, m *containerMeta, sample statsSample) []*runtimeapi.Metric {
+func containerMetrics(sb *sandboxMeta, m *containerMeta, sample statsSample, fs layerFS) []*runtimeapi.Metric {
 	ms := &metricSet{
 		base: podMetricBase(sb, m.config.GetMetadata().GetName(), m.ID, m.config.GetImage().GetImage()),
 		ts:   sample.at.UnixNano(),
@@ -358,8 +358,7 @@ func (s *Service) containerMetrics(sb *sandboxMeta, m *containerMeta, sample sta
 		ms.add("container_blkio_device_usage_total", io.wbytes, device, major, minor, "Write")
 		reads, writes, rbytes, wbytes = reads+io.reads, writes+io.writes, rbytes+io.rbytes, wbytes+io.wbytes
 	}
-	// The writable layer's file system: the snapshotter's.
-	fsDevice := s.snapshotterRoot()
+	fsDevice := fs.device
 	ms.add("container_fs_reads_total", reads, fsDevice)
 	ms.add("container_fs_writes_total", writes, fsDevice)
 	ms.add("container_fs_reads_bytes_total", rbytes, fsDevice)
@@ -367,9 +366,7 @@ func (s *Service) containerMetrics(sb *sandboxMeta, m *containerMeta, sample sta
 	if wl := sample.stats.GetWritableLayer(); wl != nil {
 		ms.add("container_fs_usage_bytes", wl.GetUsedBytes().GetValue(), fsDevice)
 	}
-	// containerd's root holds the snapshotter's: the same file system.
-	var st unix.Statfs_t
-	if unix.Statfs(filepath.Dir(s.rootDir), &st) == nil {
+	if st := fs.statfs; !fs.statfsFailed {
 		ms.add("container_fs_limit_bytes", st.Blocks*uint64(st.Bsize), fsDevice)
 		ms.add("container_fs_inodes_total", st.Files, fsDevice)
 		ms.add("container_fs_inodes_free", st.Ffree, fsDevice)

@@ -76,7 +76,7 @@ func TestContainerMetricsBothCgroupVersions(t *testing.T) {
 			stats: &runtimeapi.ContainerStats{WritableLayer: &runtimeapi.FilesystemUsage{UsedBytes: &runtimeapi.UInt64Value{Value: 1}}}}
 		// add panics on a label count that is not its descriptor's.
 		got := map[string]*runtimeapi.Metric{}
-		for _, metric := range s.containerMetrics(sb, m, sample) {
+		for _, metric := range containerMetrics(sb, m, sample, s.writableLayerFS()) {
 			if len(metric.LabelValues) != keys[metric.Name] {
 				t.Errorf("%s: %s has %d label values, its descriptor %d keys", name, metric.Name, len(metric.LabelValues), keys[metric.Name])
 			}

@@ -153,7 +153,8 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	// pause container, needs its init before it is ready. The init needs
 	// the pod's network namespace, not its interfaces: it starts (the
 	// shim's start, runc create and start) while CNI sets the network up.
-	syncInit := sharesPIDNamespace(cfg) || s.config.SandboxImage != ""
+	sharedPID := sharesPIDNamespace(cfg)
+	syncInit := sharedPID || s.config.SandboxImage != ""
 	var (
 		initDone = make(chan struct{})
 		init     podInit
@@ -162,7 +163,7 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	if syncInit {
 		go func() {
 			defer close(initDone)
-			init, initErr = s.startPodInit(ctx, record, state, sharesPIDNamespace(cfg))
+			init, initErr = s.startPodInit(ctx, record, state, sharedPID)
 		}()
 	} else {
 		close(initDone)
@@ -197,11 +198,10 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	meta.IPs = ips
 	meta.Init = init.process
 	meta.Namespaces.PID = init.pidns
-	if err := record.Update(ctx, withMeta(meta)); err != nil {
+	if err := s.saveSandbox(ctx, record, meta); err != nil {
 		return nil, toStatus(err)
 	}
 	created = true
-	s.records.putSandbox(meta)
 	if !syncInit {
 		// Nothing of the pod needs its init but kubelet's statistics: it
 		// starts after the pod's first container, off the path of the

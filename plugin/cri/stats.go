@@ -105,7 +105,8 @@ func (s *Service) containerStats(ctx context.Context, c containerd.Container, m 
 		Id: m.ID, Metadata: cfg.GetMetadata(), Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(),
 	}}
 	now := time.Now()
-	if info, err := c.Info(ctx); err == nil && info.SnapshotKey != "" {
+	// Every caller has just loaded c: its record is not read again.
+	if info, err := c.Info(ctx, containerd.WithoutRefreshedMetadata); err == nil && info.SnapshotKey != "" {
 		if u, err := s.client.SnapshotService(info.Snapshotter).Usage(ctx, info.SnapshotKey); err == nil {
 			st.WritableLayer = &runtimeapi.FilesystemUsage{
 				Timestamp:  now.UnixNano(),
@@ -198,7 +199,7 @@ func (s *Service) ListContainerStats(ctx context.Context, r *runtimeapi.ListCont
 type containerSampler func(context.Context, *Service, *containerMeta) (statsSample, error)
 
 // podStats sums a pod's containers and reads its network interfaces.
-func (s *Service) podStats(ctx context.Context, sb *sandboxMeta, sampleOf containerSampler) *runtimeapi.PodSandboxStats {
+func (s *Service) podStats(ctx context.Context, sb *sandboxMeta, containers []*containerMeta, sampleOf containerSampler) *runtimeapi.PodSandboxStats {
 	now := time.Now().UnixNano()
 	linux := &runtimeapi.LinuxPodSandboxStats{
 		Cpu:     &runtimeapi.CpuUsage{Timestamp: now, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{}, UsageNanoCores: &runtimeapi.UInt64Value{}},
@@ -206,10 +207,7 @@ func (s *Service) podStats(ctx context.Context, sb *sandboxMeta, sampleOf contai
 		Process: &runtimeapi.ProcessUsage{Timestamp: now, ProcessCount: &runtimeapi.UInt64Value{}},
 	}
 	var anyPid uint32
-	for _, m := range s.records.allContainers() {
-		if m.SandboxID != sb.ID {
-			continue
-		}
+	for _, m := range containers {
 		sample, err := sampleOf(ctx, s, m)
 		if err != nil {
 			continue
@@ -243,32 +241,63 @@ func (s *Service) podStats(ctx context.Context, sb *sandboxMeta, sampleOf contai
 // networkUsage reads a pod's interfaces from /proc/PID/net/dev of one of
 // its processes: the file shows the network namespace the process is in.
 func networkUsage(pid uint32, ts int64) *runtimeapi.NetworkUsage {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/dev", pid))
+	devs, err := netDevices(pid)
 	if err != nil {
 		return nil
 	}
 	nu := &runtimeapi.NetworkUsage{Timestamp: ts}
-	for _, line := range strings.Split(string(data), "\n")[2:] {
+	for _, d := range devs {
+		num := func(i int) *runtimeapi.UInt64Value { return &runtimeapi.UInt64Value{Value: d.counters[i]} }
+		iface := &runtimeapi.NetworkInterfaceUsage{Name: d.name, RxBytes: num(rxBytes), RxErrors: num(rxErrors), TxBytes: num(txBytes), TxErrors: num(txErrors)}
+		nu.Interfaces = append(nu.Interfaces, iface)
+		if d.name == "eth0" {
+			nu.DefaultInterface = iface
+		}
+	}
+	return nu
+}
+
+// The counters of a line of /proc/net/dev, in its order.
+const (
+	rxBytes, rxPackets, rxErrors, rxDropped = 0, 1, 2, 3
+	txBytes, txPackets, txErrors, txDropped = 8, 9, 10, 11
+)
+
+// netDevice is an interface's line of /proc/PID/net/dev.
+type netDevice struct {
+	name     string
+	counters []uint64
+}
+
+// netDevices reads the interfaces, but loopback, of the network namespace
+// a process is in.
+func netDevices(pid uint32) ([]netDevice, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/dev", pid))
+	if err != nil {
+		return nil, err
+	}
+	lines := strings.Split(string(data), "\n")
+	if len(lines) < 2 {
+		return nil, nil
+	}
+	var out []netDevice
+	for _, line := range lines[2:] {
 		name, rest, ok := strings.Cut(line, ":")
 		if !ok {
 			continue
 		}
 		name = strings.TrimSpace(name)
 		f := strings.Fields(rest)
-		if name == "lo" || len(f) < 11 {
+		if name == "lo" || len(f) <= txDropped {
 			continue
 		}
-		num := func(i int) *runtimeapi.UInt64Value {
-			v, _ := strconv.ParseUint(f[i], 10, 64)
-			return &runtimeapi.UInt64Value{Value: v}
+		d := netDevice{name: name, counters: make([]uint64, len(f))}
+		for i := range f {
+			d.counters[i], _ = strconv.ParseUint(f[i], 10, 64)
 		}
-		iface := &runtimeapi.NetworkInterfaceUsage{Name: name, RxBytes: num(0), RxErrors: num(2), TxBytes: num(8), TxErrors: num(10)}
-		nu.Interfaces = append(nu.Interfaces, iface)
-		if name == "eth0" {
-			nu.DefaultInterface = iface
-		}
+		out = append(out, d)
 	}
-	return nu
+	return out, nil
 }
 
 // PodSandboxStats reports a pod's CPU, memory, processes and network, and
@@ -279,7 +308,7 @@ func (s *Service) PodSandboxStats(ctx context.Context, r *runtimeapi.PodSandboxS
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &runtimeapi.PodSandboxStatsResponse{Stats: s.podStats(ctx, sb, s.stats.read)}, nil
+	return &runtimeapi.PodSandboxStatsResponse{Stats: s.podStats(ctx, sb, s.records.podContainers(sb.ID), s.stats.read)}, nil
 }
 
 // ListPodSandboxStats reports the stats of pods, filtered by ID and
@@ -288,6 +317,7 @@ func (s *Service) ListPodSandboxStats(ctx context.Context, r *runtimeapi.ListPod
 	ctx = s.nsContext(ctx)
 	f := r.GetFilter()
 	resp := &runtimeapi.ListPodSandboxStatsResponse{}
+	containers := s.records.containersBySandbox()
 	for _, sb := range s.records.allSandboxes() {
 		if f.GetId() != "" && !strings.HasPrefix(sb.ID, f.GetId()) {
 			continue
@@ -295,7 +325,7 @@ func (s *Service) ListPodSandboxStats(ctx context.Context, r *runtimeapi.ListPod
 		if !labelsMatch(sb.config.GetLabels(), f.GetLabelSelector()) {
 			continue
 		}
-		resp.Stats = append(resp.Stats, s.podStats(ctx, sb, s.stats.sample))
+		resp.Stats = append(resp.Stats, s.podStats(ctx, sb, containers[sb.ID], s.stats.sample))
 	}
 	return resp, nil
 }

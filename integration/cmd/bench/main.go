@@ -34,12 +34,11 @@ import (
 )
 
 type options struct {
-	starts   int // pod starts measured per round
-	pods     int // pods running at once for the density figures
-	restart  int // pods running across a daemon restart
-	loaded   int // pod starts under background load per round
-	lists    int // list calls measured per round
-	interval time.Duration
+	starts  int // pod starts measured per round
+	pods    int // pods running at once for the density figures
+	restart int // pods running across a daemon restart
+	loaded  int // pod starts under background load per round
+	lists   int // list calls measured per round
 }
 
 func main() {
@@ -407,7 +406,7 @@ func measureRound(ctx context.Context, d *testbed.Daemon, o options, out samples
 		return err
 	}
 	out.ms("concurrent", time.Since(t0))
-	if err := settle(ctx, c, d); err != nil {
+	if err := settle(ctx, d); err != nil {
 		return err
 	}
 	shims, pause := 0, 0
@@ -492,7 +491,7 @@ func measureRound(ctx context.Context, d *testbed.Daemon, o options, out samples
 
 // settle waits until every shim and container of the daemon has reached
 // its idle state: a few seconds without CPU time spent.
-func settle(ctx context.Context, _ *cri, d *testbed.Daemon) error {
+func settle(ctx context.Context, d *testbed.Daemon) error {
 	ticks := func() int {
 		total := 0
 		for _, pid := range append(children(d.Pid()), d.Pid()) {
