@@ -5,12 +5,15 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -47,6 +50,13 @@ type Config struct {
 	// the daemon's own. It is turned on automatically where the daemon
 	// lacks CAP_SYS_RESOURCE, since lowering would fail there.
 	RestrictOOMScoreAdj bool `toml:"restrict_oom_score_adj"`
+	// EnableUnprivilegedPorts lets containers of pods with their own
+	// network namespace bind ports below 1024 without privileges
+	// (net.ipv4.ip_unprivileged_port_start=0), and EnableUnprivilegedICMP
+	// lets them ping (net.ipv4.ping_group_range covering every group),
+	// unless the pod sets those sysctls itself. Both on, as in containerd 2.x.
+	EnableUnprivilegedPorts bool `toml:"enable_unprivileged_ports"`
+	EnableUnprivilegedICMP  bool `toml:"enable_unprivileged_icmp"`
 	// StreamServerAddress and StreamServerPort are where exec, attach and
 	// port-forward streams are served; port "0" picks a free port.
 	StreamServerAddress string `toml:"stream_server_address"`
@@ -78,6 +88,41 @@ type Registry struct {
 	// ConfigPath is a directory of hosts.toml files, one directory per
 	// registry host, as containerd reads them.
 	ConfigPath string `toml:"config_path"`
+	// Mirrors and Configs are containerd 1.x's way to say the same, kept
+	// so that its configs carry over: mirror endpoints tried in order
+	// before the registry itself ("*" for every registry), and per host
+	// credentials and TLS. A registry with a directory under config_path
+	// is configured by its hosts.toml alone.
+	Mirrors map[string]Mirror       `toml:"mirrors,omitempty"`
+	Configs map[string]RegistryHost `toml:"configs,omitempty"`
+}
+
+// Mirror lists a registry's mirror endpoints, as URLs.
+type Mirror struct {
+	Endpoints []string `toml:"endpoint"`
+}
+
+// RegistryHost is the credentials and TLS settings for one host.
+type RegistryHost struct {
+	Auth *RegistryAuth `toml:"auth,omitempty"`
+	TLS  *RegistryTLS  `toml:"tls,omitempty"`
+}
+
+// RegistryAuth is a host's credentials: a user and password, their
+// base64 "user:password" form in Auth, or an identity token.
+type RegistryAuth struct {
+	Username      string `toml:"username,omitempty"`
+	Password      string `toml:"password,omitempty"`
+	Auth          string `toml:"auth,omitempty"`
+	IdentityToken string `toml:"identitytoken,omitempty"`
+}
+
+// RegistryTLS is a host's TLS settings, files as absolute paths.
+type RegistryTLS struct {
+	InsecureSkipVerify bool   `toml:"insecure_skip_verify,omitempty"`
+	CAFile             string `toml:"ca_file,omitempty"`
+	CertFile           string `toml:"cert_file,omitempty"`
+	KeyFile            string `toml:"key_file,omitempty"`
 }
 
 // CNI configures pod networking.
@@ -106,6 +151,8 @@ func Default() *Config {
 		ImagePullProgressTimeout: "5m0s",
 		ImagePullTimeout:         "30m0s",
 		StatsCollectPeriod:       "10s",
+		EnableUnprivilegedPorts:  true,
+		EnableUnprivilegedICMP:   true,
 		StreamServerAddress:      "127.0.0.1",
 		StreamServerPort:         "0",
 	}
@@ -145,6 +192,30 @@ func (c *Config) Validate() error {
 	}
 	if c.Registry.ConfigPath != "" && !filepath.IsAbs(c.Registry.ConfigPath) {
 		bad("registry.config_path", "must be an absolute path, got %q", c.Registry.ConfigPath)
+	}
+	for host, m := range c.Registry.Mirrors {
+		for _, e := range m.Endpoints {
+			if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad("registry.mirrors."+host+".endpoint", "must be http:// or https:// URLs, got %q", e)
+			}
+		}
+	}
+	for host, h := range c.Registry.Configs {
+		if a := h.Auth; a != nil && a.Auth != "" {
+			if raw, err := base64.StdEncoding.DecodeString(a.Auth); err != nil || !strings.Contains(string(raw), ":") {
+				bad("registry.configs."+host+".auth.auth", "must be base64 of user:password")
+			}
+		}
+		if t := h.TLS; t != nil {
+			for key, f := range map[string]string{"ca_file": t.CAFile, "cert_file": t.CertFile, "key_file": t.KeyFile} {
+				if f != "" && !filepath.IsAbs(f) {
+					bad("registry.configs."+host+".tls."+key, "must be an absolute path, got %q", f)
+				}
+			}
+			if (t.CertFile == "") != (t.KeyFile == "") {
+				bad("registry.configs."+host+".tls", "cert_file and key_file go together")
+			}
+		}
 	}
 	if len(c.CNI.BinDirs) == 0 {
 		bad("cni.bin_dirs", "at least one directory is needed")

@@ -18,7 +18,13 @@ import (
 // crictl runs the real crictl against the daemon.
 func crictl(t *testing.T, args ...string) string {
 	t.Helper()
-	args = append([]string{"--runtime-endpoint", "unix://" + daemon.Address, "--image-endpoint", "unix://" + daemon.Address, "--timeout", "60s"}, args...)
+	return crictlAt(t, daemon.Address, args...)
+}
+
+// crictlAt runs crictl against the daemon at address.
+func crictlAt(t *testing.T, address string, args ...string) string {
+	t.Helper()
+	args = append([]string{"--runtime-endpoint", "unix://" + address, "--image-endpoint", "unix://" + address, "--timeout", "60s"}, args...)
 	out, err := execCommand("crictl", args...)
 	if err != nil {
 		t.Fatalf("crictl %s: %v\n%s", strings.Join(args[6:], " "), err, out)

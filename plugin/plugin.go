@@ -4,6 +4,7 @@
 package plugin
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -40,14 +41,24 @@ func init() {
 	})
 }
 
+// ConfigPath is the daemon's config.toml, which the plugin reads itself
+// at start and on reload; cmd/containerd sets it from --config. Empty
+// when the plugin is built into a daemon that does not: the section
+// containerd decoded is used then, and never reloaded.
+var ConfigPath string
+
 // Plugin is the running plugin: containerd serves its gRPC services.
 type Plugin struct {
 	cri *cri.Service
 }
 
 func initPlugin(ic *plugin.InitContext) (any, error) {
-	cfg := ic.Config.(*config.Config)
-	if err := cfg.Validate(); err != nil {
+	loaded := &config.Loaded{Config: ic.Config.(*config.Config), Source: config.FromMineSection}
+	err := loaded.Config.Validate()
+	if ConfigPath != "" {
+		loaded, err = config.Load(ic.Context, ConfigPath)
+	}
+	if err != nil {
 		// containerd only logs a plugin that fails to load and carries on;
 		// a node whose runtime is misconfigured must not come up looking
 		// healthy, so the daemon stops here, naming the bad key.
@@ -55,6 +66,8 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		log.G(ic.Context).WithError(err).Error("invalid configuration, refusing to start")
 		os.Exit(1)
 	}
+	logSource(ic.Context, loaded)
+	cfg := loaded.Config
 	client, err := containerd.New("",
 		containerd.WithDefaultNamespace(cri.Namespace),
 		containerd.WithInMemoryServices(ic))
@@ -71,9 +84,26 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if ConfigPath != "" {
+		go watchConfig(context.WithoutCancel(ic.Context), ConfigPath, loaded, svc)
+	}
 	log.G(ic.Context).WithField("default_runtime", cfg.DefaultRuntimeName).
 		WithField("root", filepath.Clean(ic.Properties[plugins.PropertyRootDir])).Info("mine CRI plugin ready")
 	return &Plugin{cri: svc}, nil
+}
+
+// logSource says once where the configuration came from; translated from
+// containerd's CRI sections, which keys were taken and which ignored.
+func logSource(ctx context.Context, l *config.Loaded) {
+	entry := log.G(ctx).WithField("source", l.Source.String())
+	if l.Source != config.FromContainerdCRI {
+		entry.Info("mine configuration loaded")
+		return
+	}
+	entry.WithField("took", l.Translation.Took).Info("mine configuration taken from containerd's CRI sections; `containerd mine-config` prints the equivalent mine section")
+	if len(l.Translation.Ignored) > 0 {
+		entry.WithField("ignored", l.Translation.Ignored).Warn("settings of containerd's CRI sections that mine does not use")
+	}
 }
 
 // Register serves the CRI RuntimeService and ImageService on containerd's

@@ -56,6 +56,25 @@ func NewDaemon(dir, binDir, extraConfig string) (*Daemon, error) {
 	return d, os.WriteFile(d.Config, []byte(cfg+extraConfig), 0o600)
 }
 
+// NewDaemonWithConfig prepares our daemon below dir with a config.toml of
+// the caller's, written from the laid-out daemon (its Dir, Address...).
+func NewDaemonWithConfig(dir, binDir string, config func(d *Daemon) ([]byte, error)) (*Daemon, error) {
+	d, err := newDaemon(dir, binDir)
+	if err != nil {
+		return nil, err
+	}
+	data, err := config(d)
+	if err != nil {
+		return nil, err
+	}
+	return d, os.WriteFile(d.Config, data, 0o600)
+}
+
+// CNIConfDir and RegistryHostsDir are where the daemon's pod network and
+// registry routes are, for configs written by hand.
+func (d *Daemon) CNIConfDir() string       { return filepath.Join(d.Dir, "cni/net.d") }
+func (d *Daemon) RegistryHostsDir() string { return filepath.Join(d.Dir, "certs.d") }
+
 // baseConfig is the config.toml both daemons share: their own root,
 // state, sockets and opt directory, and no NRI socket in a host path.
 func (d *Daemon) baseConfig() string {

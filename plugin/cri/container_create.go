@@ -102,7 +102,7 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 		StopSignal:   imgCfg.Config.StopSignal,
 	}
 	_, err = s.client.NewContainer(ctx, id,
-		containerd.WithSnapshotter(s.config.Snapshotter),
+		containerd.WithSnapshotter(s.config().Snapshotter),
 		containerd.WithNewSnapshot(id, image),
 		containerd.WithRuntime(rt.RuntimeType, runcOptions(rt)),
 		containerd.WithSpec(spec),
@@ -111,7 +111,7 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 		containerd.NewContainerOpts(withMeta(meta)),
 	)
 	if err != nil {
-		if rerr := s.client.SnapshotService(s.config.Snapshotter).Remove(ctx, id); rerr != nil && !errdefs.IsNotFound(rerr) {
+		if rerr := s.client.SnapshotService(s.config().Snapshotter).Remove(ctx, id); rerr != nil && !errdefs.IsNotFound(rerr) {
 			err = fmt.Errorf("%w (and removing its snapshot: %v)", err, rerr)
 		}
 		return nil, toStatus(fmt.Errorf("create container: %w", err))

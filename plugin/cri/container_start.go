@@ -160,7 +160,7 @@ func (s *Service) logIO(m *containerMeta, stdin string) cio.Creator {
 	if m.LogPath == "" {
 		maxSize = internalLogSize
 	}
-	stdout := extension.LogURI(s.outputLog(m), s.logBeneath(m), s.config.MaxContainerLogLineSize, maxSize)
+	stdout := extension.LogURI(s.outputLog(m), s.logBeneath(m), s.config().MaxContainerLogLineSize, maxSize)
 	stderr := stdout
 	if m.config.GetTty() {
 		stderr = ""

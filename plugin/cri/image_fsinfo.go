@@ -11,7 +11,7 @@ import (
 // and containers.
 func (s *Service) ImageFsInfo(ctx context.Context, _ *runtimeapi.ImageFsInfoRequest) (*runtimeapi.ImageFsInfoResponse, error) {
 	ctx = s.nsContext(ctx)
-	sn := s.client.SnapshotService(s.config.Snapshotter)
+	sn := s.client.SnapshotService(s.config().Snapshotter)
 	var bytes, inodes uint64
 	err := sn.Walk(ctx, func(ctx context.Context, info snapshots.Info) error {
 		u, err := sn.Usage(ctx, info.Name)

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -33,12 +35,12 @@ import (
 // (the config digest), all as containerd image records.
 type imageService struct {
 	client *containerd.Client
-	config *mineconfig.Config
-	pulls  singleflight.Group
-}
-
-func newImageService(client *containerd.Client, cfg *mineconfig.Config) *imageService {
-	return &imageService{client: client, config: cfg}
+	// config is the configuration in force, which a reload may replace.
+	config func() *mineconfig.Config
+	// hostsDir holds the hosts.toml files made from registry.mirrors
+	// and registry.configs.
+	hostsDir string
+	pulls    singleflight.Group
 }
 
 // normalize makes a reference fully qualified, as kubelet and docker do:
@@ -67,16 +69,17 @@ func (is *imageService) resolver(named reference.Named, auth *runtimeapi.AuthCon
 		c.Transport = &countingTransport{base: base, received: received}
 		return nil
 	}}
-	if is.config.Registry.ConfigPath != "" {
-		opts.HostDir = config.HostDirFromRoot(is.config.Registry.ConfigPath)
-	}
+	reg := is.config().Registry
+	opts.HostDir = is.hostDir(reg.ConfigPath)
 	var allowed map[string]bool
 	if auth != nil {
 		allowed = credentialHosts(credentialRegistry(named, auth), opts)
 	}
 	creds := func(host string) (string, string, error) {
 		if auth == nil || !allowed[host] {
-			return "", "", nil
+			// registry.configs' credentials are for the host they name.
+			user, secret, _ := reg.Credentials(host)
+			return user, secret, nil
 		}
 		if auth.IdentityToken != "" {
 			return "", auth.IdentityToken, nil
@@ -97,6 +100,59 @@ func (is *imageService) resolver(named reference.Named, auth *runtimeapi.AuthCon
 	}
 	opts.Credentials = creds
 	return docker.ResolverOptions{Hosts: config.ConfigureHosts(context.Background(), opts)}
+}
+
+// hostDir finds a registry's hosts.toml directory: under config_path
+// first, else among those made from registry.mirrors and configs.
+func (is *imageService) hostDir(configPath string) func(string) (string, error) {
+	made := config.HostDirFromRoot(is.hostsDir)
+	if configPath == "" {
+		return made
+	}
+	given := config.HostDirFromRoot(configPath)
+	return func(host string) (string, error) {
+		if dir, err := given(host); err == nil || !errdefs.IsNotFound(err) {
+			return dir, err
+		}
+		return made(host)
+	}
+}
+
+// writeHostFiles replaces the hosts.toml files made from the registry
+// settings, whole: hostsDir is a link swapped in one rename to a new
+// directory, so a pull sees the old set or the new one.
+func (is *imageService) writeHostFiles(reg mineconfig.Registry) error {
+	parent := filepath.Dir(is.hostsDir)
+	if err := os.MkdirAll(parent, 0o711); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp(parent, filepath.Base(is.hostsDir)+".")
+	if err != nil {
+		return err
+	}
+	for host, content := range reg.HostFiles() {
+		if err := os.MkdirAll(filepath.Join(dir, host), 0o700); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, host, "hosts.toml"), []byte(content), 0o600); err != nil {
+			return err
+		}
+	}
+	link := dir + ".link"
+	if err := os.Symlink(filepath.Base(dir), link); err != nil {
+		return err
+	}
+	if err := os.Rename(link, is.hostsDir); err != nil {
+		return err
+	}
+	// Earlier sets, and any a crash left half made.
+	stale, _ := filepath.Glob(is.hostsDir + ".*")
+	for _, p := range stale {
+		if p != dir {
+			_ = os.RemoveAll(p)
+		}
+	}
+	return nil
 }
 
 // credentialRegistry is the registry a request's credentials are for:
@@ -159,17 +215,17 @@ func (is *imageService) doPull(ctx context.Context, named reference.Named, auth 
 	defer func(start time.Time) { observePull(start, received.Load(), retErr) }(time.Now())
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	if total := is.config.PullTimeout(); total > 0 {
+	if total := is.config().PullTimeout(); total > 0 {
 		var stop context.CancelFunc
 		ctx, stop = context.WithTimeoutCause(ctx, total, fmt.Errorf("pull of %s took longer than image_pull_timeout (%s): %w", named, total, context.DeadlineExceeded))
 		defer stop()
 	}
-	if idle := is.config.PullProgressTimeout(); idle > 0 {
+	if idle := is.config().PullProgressTimeout(); idle > 0 {
 		go watchProgress(ctx, cancel, named, idle, &received)
 	}
 	img, err := is.client.Pull(ctx, named.String(),
 		containerd.WithPullUnpack,
-		containerd.WithPullSnapshotter(is.config.Snapshotter),
+		containerd.WithPullSnapshotter(is.config().Snapshotter),
 		containerd.WithResolver(docker.NewResolver(is.resolver(named, auth, &received))),
 	)
 	if err != nil {

@@ -54,13 +54,13 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 	}
 	common = append(common, spec.PodNamespaces(m.Namespaces))
 
-	if ref := s.config.SandboxImage; ref != "" {
+	if ref := s.config().SandboxImage; ref != "" {
 		image, err := s.sandboxImage(ctx, ref)
 		if err != nil {
 			return nil, err
 		}
 		return []containerd.NewContainerOpts{
-			containerd.WithSnapshotter(s.config.Snapshotter),
+			containerd.WithSnapshotter(s.config().Snapshotter),
 			containerd.WithNewSnapshot(m.ID, image),
 			containerd.WithNewSpec(append([]oci.SpecOpts{oci.WithImageConfig(image), oci.WithRootFSReadonly()}, common...)...),
 		}, nil

@@ -36,7 +36,8 @@ var expectedPodMetrics = []string{
 }
 
 func TestContainerMetricsBothCgroupVersions(t *testing.T) {
-	s := &Service{config: config.Default(), rootDir: t.TempDir(), records: newRecords()}
+	s := &Service{rootDir: t.TempDir(), records: newRecords()}
+	s.cfg.Store(config.Default())
 	descs, err := s.ListMetricDescriptors(context.Background(), &runtimeapi.ListMetricDescriptorsRequest{})
 	if err != nil {
 		t.Fatal(err)

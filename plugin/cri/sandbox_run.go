@@ -154,7 +154,7 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	// the pod's network namespace, not its interfaces: it starts (the
 	// shim's start, runc create and start) while CNI sets the network up.
 	sharedPID := sharesPIDNamespace(cfg)
-	syncInit := sharedPID || s.config.SandboxImage != ""
+	syncInit := sharedPID || s.config().SandboxImage != ""
 	var (
 		initDone = make(chan struct{})
 		init     podInit
@@ -248,9 +248,9 @@ func (s *Service) startPodInit(ctx context.Context, record containerd.Container,
 // runtimeFor resolves a runtime handler, "" meaning the default one.
 func (s *Service) runtimeFor(handler string) (string, config.Runtime, error) {
 	if handler == "" {
-		handler = s.config.DefaultRuntimeName
+		handler = s.config().DefaultRuntimeName
 	}
-	rt, ok := s.config.Runtimes[handler]
+	rt, ok := s.config().Runtimes[handler]
 	if !ok {
 		return "", rt, invalid("no runtime handler " + handler + " is configured")
 	}

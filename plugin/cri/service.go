@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -45,8 +46,10 @@ type Service struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	runtimeapi.UnimplementedImageServiceServer
 
-	client   *containerd.Client
-	config   *config.Config
+	client *containerd.Client
+	// cfg is the configuration in force; Reload replaces it whole.
+	cfg      atomic.Pointer[config.Config]
+	reloadMu sync.Mutex
 	rootDir  string
 	stateDir string
 
@@ -80,7 +83,6 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	}
 	s := &Service{
 		client:   o.Client,
-		config:   o.Config,
 		rootDir:  o.RootDir,
 		stateDir: o.StateDir,
 		names:    newNameIndex(),
@@ -88,7 +90,11 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		events:   newEventBroker(),
 		stats:    newStatsCollector(o.Config.StatsPeriod()),
 	}
-	s.images = newImageService(o.Client, o.Config)
+	s.cfg.Store(o.Config)
+	s.images = &imageService{client: o.Client, config: s.config, hostsDir: filepath.Join(o.StateDir, "registry-hosts")}
+	if err := s.images.writeHostFiles(o.Config.Registry); err != nil {
+		return nil, err
+	}
 	var err error
 	if s.network, err = newNetwork(o.Config); err != nil {
 		return nil, err

@@ -49,7 +49,9 @@ func (s *Service) containerSpec(ctx context.Context, id string, cfg *runtimeapi.
 			Namespaces: sb.Namespaces,
 			StateDir:   s.sandboxStateDir(sb.ID),
 		},
-		SystemdCgroup: rt.Options.SystemdCgroup,
+		SystemdCgroup:     rt.Options.SystemdCgroup,
+		UnprivilegedPorts: s.config().EnableUnprivilegedPorts,
+		UnprivilegedICMP:  s.config().EnableUnprivilegedICMP,
 	}
 	if slices.ContainsFunc(cfg.GetMounts(), (*runtimeapi.Mount).GetRecursiveReadOnly) {
 		in.RecursiveReadOnly = handlerFeatures(ctx, rt).RecursiveReadOnlyMounts

@@ -155,7 +155,7 @@ func (s *Service) containerStats(ctx context.Context, c containerd.Container, m 
 // snapshotterRoot is where the snapshotter keeps images and writable
 // layers: beside the plugin's own root in containerd's.
 func (s *Service) snapshotterRoot() string {
-	return filepath.Join(filepath.Dir(s.rootDir), "io.containerd.snapshotter.v1."+s.config.Snapshotter)
+	return filepath.Join(filepath.Dir(s.rootDir), "io.containerd.snapshotter.v1."+s.config().Snapshotter)
 }
 
 // ContainerStats reports one container's CPU, memory and writable layer.

@@ -75,10 +75,11 @@ func TestContainerUserIsTheSpecs(t *testing.T) {
 
 func TestRuntimeHandlersListTheDefaultFirstAsEmptyName(t *testing.T) {
 	rt := config.Runtime{RuntimeType: config.DefaultRuntimeType, Options: config.RuntimeOptions{BinaryName: "no-such-oci-runtime"}}
-	s := &Service{config: &config.Config{
+	s := &Service{}
+	s.cfg.Store(&config.Config{
 		DefaultRuntimeName: "mine",
 		Runtimes:           map[string]config.Runtime{"zeta": rt, "mine": rt, "alpha": rt},
-	}}
+	})
 	var names []string
 	for _, h := range s.runtimeHandlers(context.Background()) {
 		names = append(names, h.Name)

@@ -27,7 +27,7 @@ import (
 // stream_server_address:stream_server_port. The listener is made first so
 // that the URLs handed out carry the real port, also for port 0.
 func (s *Service) startStreaming(ctx context.Context) error {
-	l, err := net.Listen("tcp", net.JoinHostPort(s.config.StreamServerAddress, s.config.StreamServerPort))
+	l, err := net.Listen("tcp", net.JoinHostPort(s.config().StreamServerAddress, s.config().StreamServerPort))
 	if err != nil {
 		return fmt.Errorf("stream server: %w", err)
 	}

@@ -87,7 +87,7 @@ func options(c *Container, h *Host) ([]oci.SpecOpts, error) {
 		withOOMScoreAdj(cfg.GetLinux().GetResources().GetOomScoreAdj(), h.MinOOMScoreAdj),
 		PodNamespaces(c.Pod.Namespaces),
 		pidns,
-		withSysctls(c.Pod.Config.GetLinux().GetSysctls()),
+		withSysctls(podSysctls(c)),
 		withUser(user),
 		security,
 		withAnnotations(c),
@@ -617,6 +617,33 @@ func withPIDNamespace(c *Container) (oci.SpecOpts, error) {
 		return oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.PIDNamespace, Path: c.TargetPIDNamespace}), nil
 	}
 	return noop, nil
+}
+
+// podSysctls are the pod's sysctls and, where the pod has its own network
+// namespace and sets none of its own, containerd's defaults for low ports
+// and ping (both on in containerd 2.x). They are in every container's spec:
+// a pod may have no sandbox container to carry them, and writing the same
+// value into the shared namespace again is harmless.
+func podSysctls(c *Container) map[string]string {
+	pod := c.Pod.Config.GetLinux()
+	sysctls := pod.GetSysctls()
+	if pod.GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE {
+		return sysctls
+	}
+	defaults := map[string]string{}
+	if c.UnprivilegedPorts {
+		defaults["net.ipv4.ip_unprivileged_port_start"] = "0"
+	}
+	// As containerd: not in a user namespace, whose groups the range
+	// would name from the host's side.
+	if c.UnprivilegedICMP && pod.GetSecurityContext().GetNamespaceOptions().GetUsernsOptions().GetMode() != runtimeapi.NamespaceMode_POD {
+		defaults["net.ipv4.ping_group_range"] = "0 2147483647"
+	}
+	if len(defaults) == 0 {
+		return sysctls
+	}
+	maps.Copy(defaults, sysctls)
+	return defaults
 }
 
 func withSysctls(sysctls map[string]string) oci.SpecOpts {

@@ -46,6 +46,10 @@ type Container struct {
 	// RecursiveReadOnly: the runtime handler can make mounts read-only
 	// recursively (its Status feature).
 	RecursiveReadOnly bool
+	// UnprivilegedPorts and UnprivilegedICMP let a pod with its own
+	// network namespace bind low ports and ping without privileges
+	// (enable_unprivileged_ports and enable_unprivileged_icmp).
+	UnprivilegedPorts, UnprivilegedICMP bool
 }
 
 // Image is what the spec takes from the container's image.

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -178,6 +179,25 @@ func TestSpec(t *testing.T) {
 			}
 			if m := mountAt(s, "/run"); m != nil {
 				t.Errorf("a %s is mounted on /run: the image's /run is hidden", m.Type)
+			}
+		}},
+		{"low ports and ping for pods with their own network, as containerd 2.x", func(c *Container, _ *Host) {
+			c.UnprivilegedPorts, c.UnprivilegedICMP = true, true
+			c.Pod.Config.Linux.Sysctls = map[string]string{"net.ipv4.ping_group_range": "1 1", "kernel.shm_rmid_forced": "1"}
+		}, func(t *testing.T, s *specs.Spec) {
+			want := map[string]string{"net.ipv4.ip_unprivileged_port_start": "0", "net.ipv4.ping_group_range": "1 1", "kernel.shm_rmid_forced": "1"}
+			if !maps.Equal(s.Linux.Sysctl, want) {
+				t.Errorf("sysctls = %v, want %v (the pod's own value wins)", s.Linux.Sysctl, want)
+			}
+		}},
+		{"no network sysctls for host-network pods", func(c *Container, _ *Host) {
+			c.UnprivilegedPorts, c.UnprivilegedICMP = true, true
+			c.Pod.Config.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
+			c.Config.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
+			c.Pod.Namespaces.Net = ""
+		}, func(t *testing.T, s *specs.Spec) {
+			if len(s.Linux.Sysctl) != 0 {
+				t.Errorf("sysctls = %v on the host's network namespace", s.Linux.Sysctl)
 			}
 		}},
 		{"no_new_privs when allowPrivilegeEscalation is false", func(c *Container, _ *Host) {
