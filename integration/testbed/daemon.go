@@ -41,9 +41,15 @@ func NewDaemon(dir, binDir, extraConfig string) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	return d, d.WriteConfig("debug", extraConfig)
+}
+
+// WriteConfig writes the daemon's config.toml as NewDaemon does, with a
+// log level and extraConfig of the caller's: a running daemon reloads it.
+func (d *Daemon) WriteConfig(level, extraConfig string) error {
 	cfg := d.baseConfig() + fmt.Sprintf(`
 [debug]
-  level = "debug"
+  level = %q
   address = %q
 
 [plugins."io.containerd.grpc.v1.mine".cni]
@@ -52,8 +58,14 @@ func NewDaemon(dir, binDir, extraConfig string) (*Daemon, error) {
 
 [plugins."io.containerd.grpc.v1.mine".registry]
   config_path = %q
-`, d.DebugAddress, filepath.Join(dir, "cni/net.d"), filepath.Join(dir, "certs.d"))
-	return d, os.WriteFile(d.Config, []byte(cfg+extraConfig), 0o600)
+`, level, d.DebugAddress, d.CNIConfDir(), d.RegistryHostsDir())
+	// Written whole and renamed into place, as configuration managers do,
+	// so a reload never reads half a file.
+	tmp := d.Config + ".tmp"
+	if err := os.WriteFile(tmp, []byte(cfg+extraConfig), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, d.Config)
 }
 
 // NewDaemonWithConfig prepares our daemon below dir with a config.toml of
