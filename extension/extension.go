@@ -42,6 +42,16 @@
 // and the shim holds a write end of its own, so it never reads end of
 // file. A plain path is a FIFO read until its writers close it.
 //
+// # A shim's own figures
+//
+// The Stats response for any of a shim's tasks carries, besides the
+// task's cgroup metrics, the figures of the shim itself (ShimStats): its
+// pid and resident memory, and the log entries it has written for all the
+// containers it has served. They are JSON in field ShimStatsField of the
+// metrics message, a field the metrics types do not define, so that every
+// other reader of the metrics (containerd, ctr) skips it as an unknown
+// field. The plugin's statistics collector reads them on each pass.
+//
 // # A pod's init
 //
 // A pod whose containers share one PID namespace needs a process to hold

@@ -40,20 +40,27 @@ func TestMetrics(t *testing.T) {
 	}
 	pod := podConfig(t, "metrics")
 	podID := c.runPod(t, pod)
-	c.startContainer(t, podID, pod, containerConfig("main", "exec sleep 600"))
+	// 20 lines, then one of 20,000 bytes: split at the 16 KiB limit.
+	id := c.startContainer(t, podID, pod, containerConfig("main",
+		"i=0; while [ $i -lt 20 ]; do echo line $i; i=$((i+1)); done; head -c 20000 /dev/zero | tr '\\0' x; echo; exec sleep 600"))
 	if _, err := c.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: "no-such-container"}); err == nil {
 		t.Fatal("status of an unknown container")
 	}
-
-	resp, err := http.Get("http://" + metricsAddress + "/v1/metrics")
-	if err != nil {
+	if _, err := c.ReopenContainerLog(ctx, &runtimeapi.ReopenContainerLogRequest{ContainerId: id}); err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatal(err)
+
+	var families map[string]*dto.MetricFamily
+	scrape := func() {
+		resp, err := http.Get("http://" + metricsAddress + "/v1/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		if families, err = parser.TextToMetricFamilies(resp.Body); err != nil {
+			t.Fatal(err)
+		}
 	}
 	value := func(family string, labels map[string]string) (float64, bool) {
 		f := families[family]
@@ -75,11 +82,27 @@ func TestMetrics(t *testing.T) {
 		}
 		return 0, false
 	}
+	// The shims' figures come with the collector's next pass.
+	waitFor(t, "the shim's figures in the metrics", 15*time.Second, func() bool {
+		scrape()
+		v, _ := value("container_runtime_mine_container_log_lines_split_total", nil)
+		return v >= 1
+	})
+	for _, f := range []string{"shims", "shims_resident_memory_bytes", "container_log_lines_total", "container_log_lines_split_total", "container_log_entries_dropped_total", "container_log_rotations_total"} {
+		v, _ := value("container_runtime_mine_"+f, nil)
+		t.Logf("%s = %v", f, v)
+	}
 	for _, want := range []struct {
 		family string
 		labels map[string]string
 		min    float64
 	}{
+		{"container_runtime_mine_shims", nil, 1},
+		{"container_runtime_mine_shims_resident_memory_bytes", nil, 1 << 20},
+		{"container_runtime_mine_container_log_lines_total", nil, 21},
+		{"container_runtime_mine_container_log_lines_split_total", nil, 1},
+		{"container_runtime_mine_container_log_entries_dropped_total", nil, 0},
+		{"container_runtime_mine_container_log_rotations_total", nil, 1},
 		{"container_runtime_mine_operations_total", map[string]string{"operation": "RunPodSandbox", "code": "OK"}, 1},
 		{"container_runtime_mine_operations_total", map[string]string{"operation": "ContainerStatus", "code": "NotFound"}, 1},
 		{"container_runtime_mine_operations_latency_seconds", map[string]string{"operation": "StartContainer"}, 1},

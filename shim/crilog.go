@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mine-runtime/mine/extension"
@@ -87,8 +88,15 @@ func (l *criLog) open() (*os.File, error) {
 	return root.OpenFile(rel, flags, perm)
 }
 
+// logCounters are the shim's log figures, for all the containers it has
+// served (extension.ShimStats).
+var logCounters struct {
+	lines, split, dropped atomic.Uint64
+}
+
 // entry writes one line of a stream; full tells F (complete) from P.
-func (l *criLog) entry(stream string, content []byte, full bool) {
+// It reports whether the entry was written.
+func (l *criLog) entry(stream string, content []byte, full bool) bool {
 	tag := "P "
 	if full {
 		tag = "F "
@@ -111,8 +119,13 @@ func (l *criLog) entry(stream string, content []byte, full bool) {
 		}
 	}
 	// One write per entry: a reader never sees half an entry.
-	n, _ := l.f.Write(b)
+	n, err := l.f.Write(b)
 	l.written += int64(n)
+	if err != nil {
+		logCounters.dropped.Add(1)
+		return false
+	}
+	return true
 }
 
 func (l *criLog) Close() error {
@@ -145,7 +158,12 @@ type logStream struct {
 
 // write writes one entry of the stream. Called with mu held.
 func (s *logStream) write(content []byte, full bool) {
-	s.log.entry(s.name, content, full)
+	if s.log.entry(s.name, content, full) && full {
+		logCounters.lines.Add(1)
+		if s.open {
+			logCounters.split.Add(1)
+		}
+	}
 	s.open = !full
 }
 

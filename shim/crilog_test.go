@@ -175,3 +175,32 @@ func TestCRILogStaysBeneathItsDirectory(t *testing.T) {
 		t.Errorf("files made outside the log directory: %v", entries)
 	}
 }
+
+// The shim counts the lines it writes, those it splits, and the entries
+// it could not write (extension.ShimStats).
+func TestCRILogCounters(t *testing.T) {
+	lines, split, dropped := logCounters.lines.Load(), logCounters.split.Load(), logCounters.dropped.Load()
+	path := filepath.Join(t.TempDir(), "0.log")
+	l, err := openCRILog(extension.Log{Path: path, MaxLine: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.partialDelay = time.Hour
+	out := l.stream("stdout")
+	out.Write([]byte("ab\n0123456789\ncd\n"))
+	// A write that fails: the file is closed under the stream.
+	l.f.Close()
+	out.Write([]byte("lost\n"))
+	if got := logCounters.lines.Load() - lines; got != 3 {
+		t.Errorf("lines = %d, want 3", got)
+	}
+	if got := logCounters.split.Load() - split; got != 1 {
+		t.Errorf("split lines = %d, want 1", got)
+	}
+	if got := logCounters.dropped.Load() - dropped; got != 1 {
+		t.Errorf("dropped entries = %d, want 1", got)
+	}
+	if st := ownStats(); st.RSSBytes == 0 || st.Pid == 0 || st.LogLines < 3 {
+		t.Errorf("own stats %+v", st)
+	}
+}

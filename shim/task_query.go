@@ -2,6 +2,9 @@ package shim
 
 import (
 	"context"
+	"os"
+	"strconv"
+	"strings"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/api/types/runc/options"
@@ -11,6 +14,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/mine-runtime/mine/extension"
 )
 
 type emptyResponse = emptypb.Empty
@@ -109,7 +114,27 @@ func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.
 	if err != nil {
 		return nil, err
 	}
+	stats.Value = extension.AppendShimStats(stats.Value, ownStats())
 	return &taskAPI.StatsResponse{Stats: stats}, nil
+}
+
+// ownStats are the shim's figures (package extension).
+func ownStats() extension.ShimStats {
+	st := extension.ShimStats{
+		Pid:               shimPid(),
+		LogLines:          logCounters.lines.Load(),
+		LogLinesSplit:     logCounters.split.Load(),
+		LogEntriesDropped: logCounters.dropped.Load(),
+	}
+	// statm's second field is the resident set, in pages.
+	if data, err := os.ReadFile("/proc/self/statm"); err == nil {
+		if f := strings.Fields(string(data)); len(f) > 1 {
+			if pages, err := strconv.ParseUint(f[1], 10, 64); err == nil {
+				st.RSSBytes = pages * uint64(os.Getpagesize())
+			}
+		}
+	}
+	return st
 }
 
 func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {

@@ -20,5 +20,6 @@ func (s *Service) ReopenContainerLog(ctx context.Context, r *runtimeapi.ReopenCo
 	if err := task.Update(ctx, containerd.WithAnnotations(map[string]string{extension.ReopenLogAnnotation: "true"})); err != nil {
 		return nil, toStatus(err)
 	}
+	logRotations.Inc()
 	return &runtimeapi.ReopenContainerLogResponse{}, nil
 }

@@ -43,6 +43,10 @@ var (
 		Namespace: "container_runtime", Subsystem: "mine", Name: "image_pull_bytes_total",
 		Help: "Bytes received from registries by image pulls.",
 	})
+	logRotations = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "container_runtime", Subsystem: "mine", Name: "container_log_rotations_total",
+		Help: "Container logs reopened after kubelet rotated them (ReopenContainerLog).",
+	})
 	eventSubscribers = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: "container_runtime", Subsystem: "mine", Name: "container_events_subscribers",
 		Help: "GetContainerEvents streams open.",
@@ -55,7 +59,7 @@ var (
 
 func init() {
 	prometheus.MustRegister(operations, operationLatency, podStartLatency,
-		imagePulls, imagePullSeconds, imagePullBytes, eventSubscribers, eventDisconnects)
+		imagePulls, imagePullSeconds, imagePullBytes, logRotations, eventSubscribers, eventDisconnects)
 }
 
 // observePull counts one image pull, by its result.

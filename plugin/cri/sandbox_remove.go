@@ -36,6 +36,7 @@ func (s *Service) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodS
 			return nil, toStatus(err)
 		}
 		s.records.remove(id)
+		s.shims.removed(id)
 		s.names.release(kindSandbox, m.Name, id)
 		s.publish(ctx, id, id, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	} else if !errdefs.IsNotFound(err) {

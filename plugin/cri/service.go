@@ -65,6 +65,7 @@ type Service struct {
 	locks  keyedMutex
 	cpu    cpuSamples
 	stats  *statsCollector
+	shims  *shimFigures
 	// initTriggers start pods' statistics inits (startStatsInit).
 	initTriggers initTriggers
 	streams      streaming.Server
@@ -89,6 +90,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		records:  newRecords(),
 		events:   newEventBroker(),
 		stats:    newStatsCollector(o.Config.StatsPeriod()),
+		shims:    newShimFigures(),
 	}
 	s.cfg.Store(o.Config)
 	s.images = &imageService{client: o.Client, config: s.config, hostsDir: filepath.Join(o.StateDir, "registry-hosts")}
@@ -114,8 +116,10 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	go s.watchExits(context.WithoutCancel(ctx))
 	go s.stats.run(context.WithoutCancel(ctx), s)
 	go s.sendEvents(context.WithoutCancel(ctx))
-	if err := prometheus.Register(stateCollector{s}); err != nil {
-		log.G(ctx).WithError(err).Warn("pods and containers by state will not be in the metrics")
+	for _, c := range []prometheus.Collector{stateCollector{s}, shimCollector{s}} {
+		if err := prometheus.Register(c); err != nil {
+			log.G(ctx).WithError(err).Warn("some figures will not be in the metrics")
+		}
 	}
 	if s.host.MinOOMScoreAdj > -1000 {
 		log.G(ctx).WithField("floor", s.host.MinOOMScoreAdj).Info("containers' oom_score_adj is clamped: the daemon may not lower scores (restrict_oom_score_adj, or no CAP_SYS_RESOURCE)")

@@ -16,6 +16,8 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/typeurl/v2"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/mine-runtime/mine/extension"
 )
 
 // cpuSample is a container's CPU time at a moment, kept to turn the next
@@ -127,6 +129,9 @@ func (s *Service) containerStats(ctx context.Context, c containerd.Container, m 
 	data, err := typeurl.UnmarshalAny(metrics.Data)
 	if err != nil {
 		return nil, nil, 0, err
+	}
+	if own, ok := extension.ShimStatsFrom(metrics.Data.GetValue()); ok {
+		s.shims.observe(m.SandboxID, own, now)
 	}
 	u, err := metricsUsage(data)
 	if err != nil {

@@ -1,0 +1,129 @@
+package cri
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mine-runtime/mine/extension"
+)
+
+// shimFigures keeps the shims' own figures (extension.ShimStats) as their
+// Stats responses bring them, one shim per pod. The log counters add up
+// over every shim this daemon has seen: a shim's last figures join
+// retired when its pod is removed, or when the pod's shim was replaced.
+type shimFigures struct {
+	mu      sync.Mutex
+	byPod   map[string]shimReading
+	retired extension.ShimStats
+}
+
+type shimReading struct {
+	stats extension.ShimStats
+	at    time.Time
+	// removed: the pod is gone and its figures retired; a reading taken
+	// before the removal and arriving after it is not counted again.
+	removed bool
+}
+
+func newShimFigures() *shimFigures {
+	return &shimFigures{byPod: map[string]shimReading{}}
+}
+
+func (f *shimFigures) observe(podID string, st extension.ShimStats, at time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old, ok := f.byPod[podID]
+	switch {
+	case ok && old.removed:
+		return
+	case ok && old.stats.Pid != st.Pid:
+		addCounters(&f.retired, old.stats)
+	case ok:
+		// Two readings of one shim may arrive out of order: counters
+		// only grow.
+		st.LogLines = max(st.LogLines, old.stats.LogLines)
+		st.LogLinesSplit = max(st.LogLinesSplit, old.stats.LogLinesSplit)
+		st.LogEntriesDropped = max(st.LogEntriesDropped, old.stats.LogEntriesDropped)
+		if at.Before(old.at) {
+			st.RSSBytes, at = old.stats.RSSBytes, old.at
+		}
+	}
+	f.byPod[podID] = shimReading{stats: st, at: at}
+}
+
+// removed retires a removed pod's shim figures.
+func (f *shimFigures) removed(podID string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if old, ok := f.byPod[podID]; ok && !old.removed {
+		addCounters(&f.retired, old.stats)
+	}
+	f.byPod[podID] = shimReading{removed: true, at: time.Now()}
+}
+
+func addCounters(to *extension.ShimStats, st extension.ShimStats) {
+	to.LogLines += st.LogLines
+	to.LogLinesSplit += st.LogLinesSplit
+	to.LogEntriesDropped += st.LogEntriesDropped
+}
+
+// totals are the log counters of every shim, the number of shims read
+// since fresh, and their resident memory. Entries of removed pods are
+// forgotten once no reading can be in flight for them any more.
+func (f *shimFigures) totals(fresh time.Time) (counters extension.ShimStats, shims int, rss uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	counters = f.retired
+	for id, r := range f.byPod {
+		if r.removed {
+			if time.Since(r.at) > time.Minute {
+				delete(f.byPod, id)
+			}
+			continue
+		}
+		addCounters(&counters, r.stats)
+		if !r.at.Before(fresh) {
+			shims++
+			rss += r.stats.RSSBytes
+		}
+	}
+	return counters, shims, rss
+}
+
+var (
+	shimsDesc = prometheus.NewDesc("container_runtime_mine_shims",
+		"Shims that answered a Stats call in the last two collector periods (one per pod with a running container).", nil, nil)
+	shimRSSDesc = prometheus.NewDesc("container_runtime_mine_shims_resident_memory_bytes",
+		"Resident memory of those shims, together.", nil, nil)
+	logLinesDesc = prometheus.NewDesc("container_runtime_mine_container_log_lines_total",
+		"Lines written to containers' CRI logs, each counted once however many entries it took.", nil, nil)
+	logSplitDesc = prometheus.NewDesc("container_runtime_mine_container_log_lines_split_total",
+		"Lines longer than max_container_log_line_size, written as partial entries and a full one.", nil, nil)
+	logDroppedDesc = prometheus.NewDesc("container_runtime_mine_container_log_entries_dropped_total",
+		"Log entries whose write failed (a full disk, say), and so are not in the log.", nil, nil)
+)
+
+// shimCollector reports the shims' figures, as of the collector's last
+// pass (they come with the containers' statistics).
+type shimCollector struct{ s *Service }
+
+func (c shimCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{shimsDesc, shimRSSDesc, logLinesDesc, logSplitDesc, logDroppedDesc} {
+		ch <- d
+	}
+}
+
+func (c shimCollector) Collect(ch chan<- prometheus.Metric) {
+	period := c.s.stats.period
+	if period <= 0 {
+		period = 10 * time.Second // read on demand: what was read lately
+	}
+	counters, shims, rss := c.s.shims.totals(time.Now().Add(-2 * period))
+	ch <- prometheus.MustNewConstMetric(shimsDesc, prometheus.GaugeValue, float64(shims))
+	ch <- prometheus.MustNewConstMetric(shimRSSDesc, prometheus.GaugeValue, float64(rss))
+	ch <- prometheus.MustNewConstMetric(logLinesDesc, prometheus.CounterValue, float64(counters.LogLines))
+	ch <- prometheus.MustNewConstMetric(logSplitDesc, prometheus.CounterValue, float64(counters.LogLinesSplit))
+	ch <- prometheus.MustNewConstMetric(logDroppedDesc, prometheus.CounterValue, float64(counters.LogEntriesDropped))
+}
