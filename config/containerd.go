@@ -254,7 +254,11 @@ func (r *reader) bool(dst *bool, mine string, paths ...string) bool {
 	return true
 }
 
-// why says why a commonly set key is not taken.
+// why says why a commonly set key is not taken. The sandbox image is left
+// out on purpose: containerd's default config names one whether or not the
+// operator cares, and taking it would make every pod start wait on a pause
+// container (and a registry) that mine does not need; an operator who wants
+// pause containers sets sandbox_image in mine's section.
 var why = map[string]string{
 	"pinned_images.sandbox": "pods hold their namespaces without a pause image",
 	"sandbox_image":         "pods hold their namespaces without a pause image",
