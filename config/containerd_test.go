@@ -84,6 +84,12 @@ func TestLoadKubeadmStyle(t *testing.T) {
 	if u, p, ok := c.Registry.Credentials("registry.example.com"); !ok || u != "robot" || p != "s3cret" {
 		t.Errorf("credentials = %q %q %v", u, p, ok)
 	}
+	if red := c.Redacted(); red.Registry.Configs["registry.example.com"].Auth.Password != "<redacted>" || red.Registry.Configs["registry.example.com"].Auth.Username != "robot" {
+		t.Errorf("redacted: %+v", red.Registry.Configs["registry.example.com"].Auth)
+	}
+	if _, secret, _ := c.Registry.Credentials("registry.example.com"); secret != "s3cret" {
+		t.Error("Redacted changed the configuration itself")
+	}
 	if _, _, ok := c.Registry.Credentials("docker.io"); ok {
 		t.Error("credentials for a host that has none")
 	}

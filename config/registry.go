@@ -94,3 +94,26 @@ func (r Registry) Credentials(host string) (user, secret string, ok bool) {
 	}
 	return a.Username, a.Password, a.Username != "" || a.Password != ""
 }
+
+// Redacted is c with registry secrets replaced, for showing it (crictl
+// info): containerd shows them, we do not.
+func (c *Config) Redacted() *Config {
+	out := *c
+	if len(c.Registry.Configs) == 0 {
+		return &out
+	}
+	out.Registry.Configs = make(map[string]RegistryHost, len(c.Registry.Configs))
+	for host, h := range c.Registry.Configs {
+		if a := h.Auth; a != nil {
+			red := *a
+			for _, secret := range []*string{&red.Password, &red.Auth, &red.IdentityToken} {
+				if *secret != "" {
+					*secret = "<redacted>"
+				}
+			}
+			h.Auth = &red
+		}
+		out.Registry.Configs[host] = h
+	}
+	return &out
+}

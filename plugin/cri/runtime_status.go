@@ -79,7 +79,7 @@ func (s *Service) runtimeHandlers(ctx context.Context) []*runtimeapi.RuntimeHand
 // a JSON value, as crictl info shows them.
 func (s *Service) statusInfo(cniErr error) (map[string]string, error) {
 	info := map[string]string{}
-	for key, v := range map[string]any{"config": s.config, "golang": runtime.Version()} {
+	for key, v := range map[string]any{"config": s.config().Redacted(), "golang": runtime.Version()} {
 		data, err := json.Marshal(v)
 		if err != nil {
 			return nil, err
