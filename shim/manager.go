@@ -58,13 +58,24 @@ func start(ctx context.Context, f flags, params *bootapi.BootstrapParams) (_ *bo
 		return nil, err
 	}
 
+	// Held until the shim serves or the container is claimed (claims.go).
+	unlock, err := lockGroup(path)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	listener, err := listen(path)
 	if err != nil {
 		return nil, err
 	}
 	if listener == nil {
-		return result, nil // the group's shim is running: share it
+		// The group's shim is running: share it.
+		if err := claim(path, f.id); err != nil {
+			return nil, err
+		}
+		return result, nil
 	}
+	_ = os.RemoveAll(claimsDir(path)) // a dead shim's
 	defer func() {
 		if retErr != nil {
 			os.Remove(path)
@@ -210,11 +221,21 @@ func removeStaleSocket(ctx context.Context, bundle string) {
 		return
 	}
 	path := string(data)
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return // gone already; its lock and claims went with it
+	}
+	unlock, err := lockGroup(path)
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("lock the shim group")
+		return
+	}
+	defer unlock()
 	if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		conn.Close() // another container of the pod keeps the shim alive
 		return
 	}
-	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+	if err := removeGroupFiles(path, st.Ino); err != nil {
 		log.G(ctx).WithError(err).Warn("remove stale shim socket")
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestGroupOf(t *testing.T) {
@@ -38,4 +41,78 @@ func TestRuncErrorAddsRuncsLastError(t *testing.T) {
 	if want := `invalid argument: exec: "nope": executable file not found in $PATH`; err.Error() != want {
 		t.Fatalf("got %q, want %q", err, want)
 	}
+}
+
+// The group's lock and claims (claims.go): a claim is fresh until
+// claimTTL, the files go with the socket that owns them, and the lock is
+// taken again when its file was removed under a waiter.
+func TestGroupClaims(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "group")
+	unlock, err := lockGroup(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := claim(socket, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if n := freshClaims(socket); n != 1 {
+		t.Fatalf("%d fresh claims, want 1", n)
+	}
+	old := time.Now().Add(-2 * claimTTL)
+	if err := os.Chtimes(filepath.Join(claimsDir(socket), "c1"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	if n := freshClaims(socket); n != 0 {
+		t.Fatalf("%d fresh claims after claimTTL, want 0", n)
+	}
+	claim(socket, "c2")
+	unclaim(socket, "c2")
+	if n := freshClaims(socket); n != 0 {
+		t.Fatalf("%d fresh claims after unclaim, want 0", n)
+	}
+
+	// A waiter blocked on the lock while its holder removes the files
+	// ends up holding a lock on a file at the path.
+	l, err := listen(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var st unix.Stat_t
+	if err := unix.Stat(socket, &st); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan func())
+	go func() {
+		u, err := lockGroup(socket)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- u
+	}()
+	select {
+	case <-got:
+		t.Fatal("the lock was taken twice")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err := removeGroupFiles(socket, st.Ino+1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(socket); err != nil {
+		t.Fatal("another socket's files removed")
+	}
+	if err := removeGroupFiles(socket, st.Ino); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{socket, lockPath(socket), claimsDir(socket)} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s left", p)
+		}
+	}
+	unlock()
+	u := <-got
+	if _, err := os.Stat(lockPath(socket)); err != nil {
+		t.Fatalf("the waiter holds a lock on no file at the path: %v", err)
+	}
+	u()
 }

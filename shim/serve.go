@@ -54,6 +54,7 @@ func serve(ctx context.Context, f flags) error {
 	done := make(chan struct{})
 	var once sync.Once
 	svc := newService(f.namespace, events, func() { once.Do(func() { close(done) }) })
+	svc.socket, svc.socketIno = socketPath, socketInode
 
 	server, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(errorInterceptor))
 	if err != nil {
@@ -90,11 +91,18 @@ loop:
 	_ = server.Shutdown(sctx)
 	events.close()
 	fwd.close()
-	// Only our own socket: a shim started for the pod since may already
-	// serve a new one at the same path.
-	if fi, err := os.Stat(socketPath); err == nil && fi.Sys().(*syscall.Stat_t).Ino == socketInode {
-		if err := os.Remove(socketPath); err != nil && !os.IsNotExist(err) {
-			log.G(ctx).WithError(err).Warn("remove shim socket")
+	// Ended otherwise than by Shutdown (a signal): the group's files go
+	// too, if still ours (a shim started for the pod since may already
+	// serve a new socket at the same path).
+	svc.mu.Lock()
+	left := svc.left
+	svc.mu.Unlock()
+	if fi, err := os.Stat(socketPath); !left && err == nil && fi.Sys().(*syscall.Stat_t).Ino == socketInode {
+		if unlock, err := lockGroup(socketPath); err == nil {
+			if err := removeGroupFiles(socketPath, socketInode); err != nil {
+				log.G(ctx).WithError(err).Warn("remove shim socket")
+			}
+			unlock()
 		}
 	}
 	signal.Stop(signals)

@@ -32,6 +32,12 @@ type service struct {
 	events *eventQueue
 	// shutdown ends the shim; Shutdown calls it once no container is left.
 	shutdown func()
+	// socket is the group's socket the shim serves, and socketIno its
+	// inode; "" when served otherwise (tests). left is set once Shutdown
+	// removed the group's files (claims.go).
+	socket    string
+	socketIno uint64
+	left      bool
 }
 
 func newService(namespace string, events *eventQueue, shutdown func()) *service {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/containerd/console"
 	eventstypes "github.com/containerd/containerd/api/events"
@@ -203,13 +204,47 @@ func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 
 // Shutdown ends the shim once it has no container left: containerd asks
 // after every task delete, and the shim serves the whole pod.
+// Shutdown ends the shim once it serves no container, unless a container
+// was handed to it and its Create is still to come (claims.go).
 func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*emptyResponse, error) {
-	s.mu.Lock()
-	n := len(s.containers) + len(s.creating)
-	s.mu.Unlock()
-	if n > 0 && !r.Now {
+	if r.Now || s.socket == "" {
+		if r.Now || s.idle() {
+			s.shutdown()
+		}
 		return empty, nil
 	}
+	if !s.idle() {
+		return empty, nil
+	}
+	unlock, err := lockGroup(s.socket)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if freshClaims(s.socket) > 0 {
+		// Looked at again once the claims are stale: a Create that never
+		// comes must not keep the shim up for ever.
+		time.AfterFunc(claimTTL, func() { _, _ = s.Shutdown(context.Background(), &taskAPI.ShutdownRequest{}) })
+		return empty, nil
+	}
+	// A Create counts in creating before it removes its claim: a shim
+	// idle here, claims looked at, is handed nothing more.
+	if !s.idle() {
+		return empty, nil
+	}
+	if err := removeGroupFiles(s.socket, s.socketIno); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.left = true
+	s.mu.Unlock()
 	s.shutdown()
 	return empty, nil
+}
+
+// idle tells whether the shim serves no container and creates none.
+func (s *service) idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.containers)+len(s.creating) == 0
 }

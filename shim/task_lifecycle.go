@@ -44,6 +44,8 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if exists {
 		return nil, errdefs.ErrAlreadyExists.WithMessage("container " + r.ID + " already exists in this shim")
 	}
+	// Counted in creating now: the claim `start` left has done its work.
+	unclaim(s.socket, r.ID)
 	defer func() {
 		s.mu.Lock()
 		delete(s.creating, r.ID)
