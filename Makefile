@@ -10,11 +10,21 @@ LDFLAGS := -X $(VERSION_PKG).Version=$(CONTAINERD_VERSION) -X $(VERSION_PKG).Rev
 # no_cri leaves containerd's own CRI plugin out: ours serves the CRI.
 DAEMON_TAGS := no_cri
 
-.PHONY: all binaries deps kubelet test unit integration demo bench critest fuzz soak node-e2e node-e2e-stock install uninstall clean FORCE
+.PHONY: all binaries failpoint-binaries deps kubelet test unit integration demo bench critest fuzz soak node-e2e node-e2e-stock install uninstall clean FORCE
 
 all: binaries
 
 binaries: bin/containerd bin/containerd-shim-mine-v2
+
+# The same pair with failpoints compiled in (package failpoint), for the
+# failure-injection tests only; never installed.
+failpoint-binaries: bin/failpoints/containerd bin/failpoints/containerd-shim-mine-v2
+
+bin/failpoints/containerd: FORCE
+	$(GO) build -tags "$(DAEMON_TAGS) failpoints" -ldflags "$(LDFLAGS)" -o $@ ./cmd/containerd
+
+bin/failpoints/containerd-shim-mine-v2: FORCE
+	CGO_ENABLED=0 $(GO) build -tags failpoints -trimpath -ldflags "$(LDFLAGS) -s -w" -o $@ ./cmd/containerd-shim-mine-v2
 
 bin/containerd: FORCE
 	$(GO) build -tags "$(DAEMON_TAGS)" -ldflags "$(LDFLAGS)" -o $@ ./cmd/containerd
@@ -38,13 +48,13 @@ kubelet:
 # package runs its own daemon, and two at once would share the host's
 # cgroups and iptables. Budget: ten minutes, plus building the tools and
 # kubelet once on a new machine (about twenty-five).
-test: deps binaries kubelet
+test: deps binaries failpoint-binaries kubelet
 	hack/test.sh -p 1 -tags nodee2e ./...
 
 unit:
 	hack/test.sh $$($(GO) list ./... | grep -v /integration)
 
-integration: deps binaries
+integration: deps binaries failpoint-binaries
 	hack/test.sh ./integration/...
 
 demo: deps binaries

@@ -2,6 +2,7 @@ package shim
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mine-runtime/mine/extension"
+	"github.com/mine-runtime/mine/failpoint"
 )
 
 // criLog writes a container's stdout and stderr to one file in the CRI
@@ -33,6 +35,9 @@ type criLog struct {
 }
 
 func openCRILog(l extension.Log) (*criLog, error) {
+	if err := failpoint.Inject(context.Background(), failpoint.LogOpen); err != nil {
+		return nil, fmt.Errorf("open log %s: %w", l.Path, err)
+	}
 	log := &criLog{path: l.Path, beneath: l.Beneath, maxLine: l.MaxLine, maxSize: l.MaxSize, partialDelay: partialFlushDelay}
 	return log, log.reopen()
 }

@@ -22,6 +22,8 @@ import (
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/mine-runtime/mine/failpoint"
 )
 
 // RuntimeName is the runtime type containerd knows the shim by; containerd
@@ -70,6 +72,9 @@ func start(ctx context.Context, f flags, params *bootapi.BootstrapParams) (_ *bo
 	}
 	if listener == nil {
 		// The group's shim is running: share it.
+		if err := failpoint.Inject(ctx, failpoint.ShimStart); err != nil {
+			return nil, fmt.Errorf("start shim: %w", err)
+		}
 		if err := claim(path, f.id); err != nil {
 			return nil, err
 		}
@@ -110,6 +115,12 @@ func start(ctx context.Context, f flags, params *bootapi.BootstrapParams) (_ *bo
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, err
+	}
+	if err := failpoint.Inject(ctx, failpoint.ShimStart); err != nil {
+		// The shim serves already: it goes with the failed start.
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("start shim: %w", err)
 	}
 	go func() { _ = cmd.Wait() }()
 	if err := adjustOOMScore(cmd.Process.Pid); err != nil {

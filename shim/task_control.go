@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	"github.com/mine-runtime/mine/extension"
+	"github.com/mine-runtime/mine/failpoint"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -36,7 +37,11 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptyRespo
 		return nil, err
 	}
 	if p.isInit() {
-		if err := c.runc.Kill(ctx, c.id, int(r.Signal), &runc.KillOpts{All: r.All}); err != nil {
+		err := failpoint.Inject(ctx, failpoint.RuncKill)
+		if err == nil {
+			err = c.runc.Kill(ctx, c.id, int(r.Signal), &runc.KillOpts{All: r.All})
+		}
+		if err != nil {
 			return nil, killError(runcError(c.bundle, err))
 		}
 		return empty, nil

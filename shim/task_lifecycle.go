@@ -20,6 +20,8 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/mine-runtime/mine/failpoint"
 )
 
 // deleteWaitTimeout bounds how long deleting a created-but-never-started
@@ -82,6 +84,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			return nil, fmt.Errorf("mount rootfs: %w", err)
 		}
 		c.rootfs = rootfs
+		if err := failpoint.Inject(ctx, failpoint.Mount); err != nil {
+			return nil, fmt.Errorf("mount rootfs: %w", err)
+		}
 	}
 
 	stdio := stdioPaths{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}
@@ -134,13 +139,20 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 // runcCreate runs `runc create` and connects the new init's stdio.
 func (s *service) runcCreate(ctx context.Context, c *container) (int, error) {
 	pidFile := filepath.Join(c.bundle, initPidFile)
-	err := c.runc.Create(ctx, c.id, c.bundle, &runc.CreateOpts{
+	// Not cut short by the caller going away (containerd dying, say):
+	// runc killed half way leaves a cgroup and a runc init no delete
+	// finds. Whole, the container is deleted as any other.
+	err := c.runc.Create(context.WithoutCancel(ctx), c.id, c.bundle, &runc.CreateOpts{
 		PidFile:       pidFile,
 		IO:            c.init.io.runcIO(),
 		ConsoleSocket: c.init.io.consoleSocket(),
 		NoPivot:       c.opts.NoPivotRoot,
 		NoNewKeyring:  c.opts.NoNewKeyring,
 	})
+	if err == nil {
+		// After runc made the container: it must be deleted.
+		err = failpoint.Inject(ctx, failpoint.RuncCreate)
+	}
 	if err != nil {
 		return 0, runcError(c.bundle, fmt.Errorf("runc create %s: %w", c.id, err))
 	}
@@ -188,7 +200,11 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	defer close(gate)
 
 	if p.isInit() {
-		if err := c.runc.Start(ctx, c.id); err != nil {
+		err := failpoint.Inject(ctx, failpoint.RuncStart)
+		if err == nil {
+			err = c.runc.Start(ctx, c.id)
+		}
+		if err != nil {
 			return nil, runcError(c.bundle, fmt.Errorf("runc start %s: %w", c.id, err))
 		}
 		s.mu.Lock()
@@ -342,7 +358,9 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	// a third of a pod's teardown. runc still kills what is left in the
 	// cgroup of a container that shares its PID namespace.
 	force := neverStarted
-	err = c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: force})
+	if err = failpoint.Inject(ctx, failpoint.RuncDelete); err == nil {
+		err = c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: force})
+	}
 	if err != nil && !force {
 		err = c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: true})
 	}
@@ -367,7 +385,11 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		c.stopOOMWatch()
 	}
 	if c.rootfs != "" {
-		if err := mount.UnmountRecursive(c.rootfs, 0); err != nil {
+		err := failpoint.Inject(ctx, failpoint.Unmount)
+		if err == nil {
+			err = mount.UnmountRecursive(c.rootfs, 0)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("unmount rootfs of %s: %w", c.id, err)
 		}
 	}

@@ -5,9 +5,13 @@ import (
 	"fmt"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/mine-runtime/mine/failpoint"
 )
 
 // CreateContainer creates a container in a pod: a containerd container
@@ -103,7 +107,11 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 	}
 	_, err = s.client.NewContainer(ctx, id,
 		containerd.WithSnapshotter(s.config().Snapshotter),
-		containerd.WithNewSnapshot(id, image),
+		containerd.WithNewSnapshot(id, image, snapshots.WithLabels(map[string]string{labelSnapshotOf: id})),
+		// After the snapshot is made: it must go with the failure.
+		func(ctx context.Context, _ *containerd.Client, _ *containers.Container) error {
+			return failpoint.Inject(ctx, failpoint.ContainerRecord)
+		},
 		containerd.WithRuntime(rt.RuntimeType, runcOptions(rt)),
 		containerd.WithSpec(spec),
 		containerd.WithContainerLabels(recordLabels(cfg.GetLabels(), map[string]string{labelKind: kindContainer, labelSandboxID: sandboxID, labelCRIKind: "container"})),

@@ -89,7 +89,8 @@ func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContain
 	if err := task.Start(ctx); err != nil {
 		return nil, toStatus(fmt.Errorf("start container: %w", err))
 	}
-	if _, err := s.updateContainerMeta(ctx, c, func(m *containerMeta) { m.StartedAt = nowNano() }); err != nil {
+	started := processIdentity(task.Pid())
+	if _, err := s.updateContainerMeta(ctx, c, func(m *containerMeta) { m.StartedAt, m.Process = nowNano(), started }); err != nil {
 		return nil, toStatus(err)
 	}
 	s.initTriggers.fire(m.SandboxID)

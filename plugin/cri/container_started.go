@@ -92,6 +92,9 @@ func (s *Service) noticeStart(ctx context.Context, c containerd.Container, m *co
 		if m.StartedAt == 0 {
 			// /proc's boot time is in whole seconds: never before creation.
 			m.StartedAt = max(started, m.CreatedAt)
+			if st.Status != containerd.Stopped {
+				m.Process = processIdentity(task.Pid())
+			}
 		}
 	}); err != nil {
 		return m, err

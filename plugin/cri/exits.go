@@ -11,6 +11,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
+
+	"github.com/mine-runtime/mine/failpoint"
 )
 
 // watchExits records containers' exits as containerd reports them. After
@@ -37,6 +39,9 @@ func (s *Service) watchExits(ctx context.Context) {
 					if ev.ID != ev.ContainerID {
 						continue // an exec's exit
 					}
+					if failpoint.Inject(ctx, failpoint.ExitEvent) != nil {
+						continue // dropped: the periodic reconcile finds it
+					}
 					if _, ok := s.records.sandbox(ev.ContainerID); ok {
 						// A pod's init or pause container: the pod is no
 						// longer ready, as sandboxState would find.
@@ -53,6 +58,37 @@ func (s *Service) watchExits(ctx context.Context) {
 				time.Sleep(time.Second)
 				break loop
 			}
+		}
+	}
+}
+
+// reconcilePeriod is how often reconcileLoop looks for exits that never
+// reached the plugin.
+const reconcilePeriod = 5 * time.Second
+
+// reconcileLoop finds, every reconcilePeriod, the exits whose events were
+// lost while containerd stayed up (an event stream that dropped one, a
+// handler that failed): a pod whose init is gone, a container recorded
+// running whose process is not. It reads only /proc for running
+// containers, so it costs next to nothing while nothing is lost.
+func (s *Service) reconcileLoop(ctx context.Context) {
+	t := time.NewTicker(reconcilePeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, m := range s.records.allSandboxes() {
+			s.sandboxState(m)
+		}
+		for _, m := range s.records.allContainers() {
+			if m.StartedAt == 0 || m.FinishedAt != 0 || (m.Process != nil && m.Process.alive()) {
+				continue
+			}
+			log.G(ctx).WithField("id", m.ID).Debug("container recorded running has no process: reaping")
+			s.reapByID(ctx, m.ID)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/mine-runtime/mine/config"
+	"github.com/mine-runtime/mine/failpoint"
 )
 
 // network attaches pods to the CNI network configured in cni.conf_dir.
@@ -92,6 +93,10 @@ func (n *network) setup(ctx context.Context, id, netns string, cfg *runtimeapi.P
 		return nil, err
 	}
 	result, err := n.cni.Setup(ctx, id, netns, cniOpts(id, cfg)...)
+	if err == nil {
+		// After ADD did its work: what it allocated must be released.
+		err = failpoint.Inject(ctx, failpoint.CNIAdd)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("CNI ADD for pod %s: %w", id, err)
 	}
@@ -129,6 +134,9 @@ const podInterface = "eth0"
 func (n *network) teardown(ctx context.Context, id, netns string, cfg *runtimeapi.PodSandboxConfig) error {
 	if err := n.load(); err != nil {
 		return err
+	}
+	if err := failpoint.Inject(ctx, failpoint.CNIDel); err != nil {
+		return fmt.Errorf("CNI DEL for pod %s: %w", id, err)
 	}
 	if err := n.cni.Remove(ctx, id, netns, cniOpts(id, cfg)...); err != nil {
 		return fmt.Errorf("CNI DEL for pod %s: %w", id, err)

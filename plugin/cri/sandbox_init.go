@@ -11,6 +11,7 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
@@ -61,7 +62,7 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 		}
 		return []containerd.NewContainerOpts{
 			containerd.WithSnapshotter(s.config().Snapshotter),
-			containerd.WithNewSnapshot(m.ID, image),
+			containerd.WithNewSnapshot(m.ID, image, snapshots.WithLabels(map[string]string{labelSnapshotOf: m.ID})),
 			containerd.WithNewSpec(append([]oci.SpecOpts{oci.WithImageConfig(image), oci.WithRootFSReadonly()}, common...)...),
 		}, nil
 	}

@@ -20,6 +20,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/mine-runtime/mine/config"
+	"github.com/mine-runtime/mine/failpoint"
 	"github.com/mine-runtime/mine/plugin/podns"
 )
 
@@ -107,6 +108,9 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 		return nil, toStatus(fmt.Errorf("pod namespaces: %w", err))
 	}
 	undo = append(undo, func() { podns.Remove(paths) })
+	if err := failpoint.Inject(ctx, failpoint.PodNamespaces); err != nil {
+		return nil, toStatus(fmt.Errorf("pod namespaces: %w", err))
+	}
 
 	if err := writePodFiles(state, hostname, hostNet, cfg.GetDnsConfig()); err != nil {
 		return nil, toStatus(err)
@@ -134,6 +138,7 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 		Namespaces:     paths,
 		CreatedAt:      nowNano(),
 		Ready:          true,
+		Unfinished:     true,
 	}
 	recordOpts, err := s.sandboxRecord(ctx, meta, cfg, rt)
 	if err != nil {
@@ -148,6 +153,9 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 		return nil, toStatus(fmt.Errorf("record pod sandbox: %w", err))
 	}
 	undo = append(undo, func() { record.Delete(cleanupCtx, containerd.WithSnapshotCleanup) })
+	if err := failpoint.Inject(ctx, failpoint.PodRecord); err != nil {
+		return nil, toStatus(fmt.Errorf("record pod sandbox: %w", err))
+	}
 
 	// A pod whose containers share its PID namespace, or that runs a
 	// pause container, needs its init before it is ready. The init needs
@@ -198,6 +206,7 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	meta.IPs = ips
 	meta.Init = init.process
 	meta.Namespaces.PID = init.pidns
+	meta.Unfinished = false
 	if err := s.saveSandbox(ctx, record, meta); err != nil {
 		return nil, toStatus(err)
 	}

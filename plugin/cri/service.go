@@ -114,6 +114,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		return nil, err
 	}
 	go s.watchExits(context.WithoutCancel(ctx))
+	go s.reconcileLoop(context.WithoutCancel(ctx))
 	go s.stats.run(context.WithoutCancel(ctx), s)
 	go s.sendEvents(context.WithoutCancel(ctx))
 	for _, c := range []prometheus.Collector{stateCollector{s}, shimCollector{s}} {

@@ -14,6 +14,7 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
@@ -33,6 +34,10 @@ const (
 	// "container"): cAdvisor, in kubelet, reads a pod's network
 	// statistics only from the task of a container labelled "sandbox".
 	labelCRIKind = "io.cri-containerd.kind"
+	// labelSnapshotOf marks the writable layers the plugin makes, by the
+	// ID of their object: one whose record was never made (the daemon died
+	// in between) is removed at start-up.
+	labelSnapshotOf = "io.mine.cri.snapshot-of"
 )
 
 // recordLabels are the labels of a CRI object's containerd record: the
@@ -63,8 +68,12 @@ type sandboxMeta struct {
 	Ready          bool
 	// Init is the process holding the pod's PID namespace (the pod init
 	// or the pause container), if it has one.
-	Init   *process
-	config *runtimeapi.PodSandboxConfig
+	Init *process
+	// Unfinished marks a record RunPodSandbox made and has not completed:
+	// a daemon that died in between removes the pod at start-up
+	// (recover), as nobody was told of it.
+	Unfinished bool `json:",omitempty"`
+	config     *runtimeapi.PodSandboxConfig
 }
 
 // containerMeta is what is remembered of a container.
@@ -86,7 +95,11 @@ type containerMeta struct {
 	ExitCode     int32
 	Reason       string
 	Message      string
-	config       *runtimeapi.ContainerConfig
+	// Process is the container's init as started, so that a lost exit
+	// is found by looking at /proc (reconcileLoop); nil in records made
+	// before it was kept.
+	Process *process `json:",omitempty"`
+	config  *runtimeapi.ContainerConfig
 }
 
 // saveSandbox writes a pod's changed metadata to containerd, then to the
@@ -225,6 +238,7 @@ func (s *Service) recover(ctx context.Context) error {
 		return err
 	}
 	defer s.sweepOrphanSandboxes(ctx)
+	defer s.sweepOrphanSnapshots(ctx, list)
 	for _, c := range list {
 		labels, err := c.Labels(ctx)
 		if err != nil {
@@ -233,6 +247,12 @@ func (s *Service) recover(ctx context.Context) error {
 		switch labels[labelKind] {
 		case kindSandbox:
 			if _, m, err := s.loadSandbox(ctx, c.ID()); err == nil {
+				if m.Unfinished {
+					// Its namespaces, network and files go with the
+					// orphans' (sweepOrphanSandboxes).
+					s.removeUnfinishedSandbox(ctx, c)
+					continue
+				}
 				s.records.putSandbox(m)
 				s.names.add(kindSandbox, m.Name, m.ID)
 			}
@@ -247,6 +267,52 @@ func (s *Service) recover(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// sweepOrphanSnapshots removes the writable layers the plugin made for a
+// container or pod whose record was never made: the daemon died between
+// the two (containerd's client holds such a snapshot in a lease for a
+// day otherwise).
+func (s *Service) sweepOrphanSnapshots(ctx context.Context, records []containerd.Container) {
+	known := map[string]bool{}
+	for _, c := range records {
+		known[c.ID()] = true
+	}
+	sn := s.client.SnapshotService(s.config().Snapshotter)
+	var orphans []string
+	err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		if of := info.Labels[labelSnapshotOf]; of != "" && !known[of] {
+			orphans = append(orphans, info.Name)
+		}
+		return nil
+	}, fmt.Sprintf("labels.%q", labelSnapshotOf))
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("look for orphaned writable layers")
+		return
+	}
+	for _, key := range orphans {
+		if err := sn.Remove(ctx, key); err != nil && !errdefs.IsNotFound(err) {
+			log.G(ctx).WithError(err).WithField("key", key).Warn("remove an orphaned writable layer")
+			continue
+		}
+		log.G(ctx).WithField("key", key).Info("removed the writable layer of a container never recorded")
+	}
+}
+
+// removeUnfinishedSandbox removes the record, and any init, of a pod whose
+// RunPodSandbox the daemon's death cut short.
+func (s *Service) removeUnfinishedSandbox(ctx context.Context, c containerd.Container) {
+	if task, err := c.Task(ctx, nil); err == nil {
+		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			log.G(ctx).WithError(err).WithField("id", c.ID()).Warn("delete an unfinished pod's init")
+		}
+	}
+	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		log.G(ctx).WithError(err).WithField("id", c.ID()).Warn("delete an unfinished pod's record")
+		return
+	}
+	os.RemoveAll(s.sandboxDir(c.ID()))
+	log.G(ctx).WithField("id", c.ID()).Info("removed a pod whose RunPodSandbox never finished")
 }
 
 // deleteUnstartedTask deletes the task a StartContainer cut short by the

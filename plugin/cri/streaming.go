@@ -21,6 +21,8 @@ import (
 	"k8s.io/cri-streaming/pkg/streaming"
 	remotecommand "k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	utilexec "k8s.io/utils/exec"
+
+	"github.com/mine-runtime/mine/failpoint"
 )
 
 // startStreaming serves exec, attach and port-forward streams on
@@ -82,6 +84,9 @@ type streamRuntime struct{ s *Service }
 func (rt streamRuntime) Exec(ctx context.Context, containerID string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
 	s := rt.s
 	ctx = s.nsContext(ctx)
+	if err := failpoint.Inject(ctx, failpoint.StreamServer); err != nil {
+		return err
+	}
 	c, task, err := s.runningTask(ctx, containerID)
 	if err != nil {
 		return err

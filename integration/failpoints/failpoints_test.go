@@ -1,0 +1,398 @@
+package failpoints
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	fp "github.com/mine-runtime/mine/failpoint"
+)
+
+// settled waits until the host is back to before (a shim leaves a moment
+// after its last task is deleted), and fails the test if it does not get
+// there.
+func settled(t *testing.T, c *cri, logDir string, before hostState, after string) {
+	t.Helper()
+	var now hostState
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		now = takeState(t, c, logDir)
+		if same(before, now) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	before.same(t, now, after)
+}
+
+func same(a, b hostState) bool {
+	for k, v := range b {
+		if a[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func pull(t *testing.T, c *cri) {
+	t.Helper()
+	if _, err := c.PullImage(testContext(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "busybox"}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func removePod(t *testing.T, c *cri, id string) {
+	t.Helper()
+	ctx := testContext(t)
+	if _, err := c.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+		t.Fatalf("stop pod: %v", err)
+	}
+	if _, err := c.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+		t.Fatalf("remove pod: %v", err)
+	}
+}
+
+func runPod(t *testing.T, c *cri, pod *runtimeapi.PodSandboxConfig) string {
+	t.Helper()
+	resp, err := c.RunPodSandbox(testContext(t), &runtimeapi.RunPodSandboxRequest{Config: pod})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.PodSandboxId
+}
+
+func createContainer(t *testing.T, c *cri, podID string, pod *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) string {
+	t.Helper()
+	resp, err := c.CreateContainer(testContext(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.ContainerId
+}
+
+// removeContainer removes a container as kubelet does: its log file
+// first (kubelet deletes it itself), then the container.
+func removeContainer(t *testing.T, c *cri, id string) {
+	t.Helper()
+	ctx := testContext(t)
+	st, err := c.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := st.Status.GetLogPath(); p != "" {
+		os.Remove(p)
+	}
+	if _, err := c.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+		t.Fatalf("remove container: %v", err)
+	}
+}
+
+// Steps of RunPodSandbox, the pod's init included (its containers share
+// its PID namespace): each fails the call and leaves nothing.
+func TestRunPodSandbox(t *testing.T) {
+	c := newCRI(t)
+	for _, name := range []string{fp.PodNamespaces, fp.CNIAdd, fp.PodRecord, fp.ShimStart, fp.Mount, fp.RuncCreate, fp.RuncStart} {
+		t.Run(name, func(t *testing.T) {
+			pod := podConfig(t, "run-"+name)
+			before := baseline(t, c, "")
+			arm(t, name+" error")
+			_, err := c.RunPodSandbox(testContext(t), &runtimeapi.RunPodSandboxRequest{Config: pod})
+			if name == fp.Mount {
+				// A pod's init has no root file system to mount: the
+				// step is not taken, and the pod runs.
+				if err != nil {
+					t.Fatal(err)
+				}
+				pods, _ := c.ListPodSandbox(testContext(t), &runtimeapi.ListPodSandboxRequest{})
+				for _, p := range pods.Items {
+					if p.Metadata.Name == pod.Metadata.Name {
+						removePod(t, c, p.Id)
+					}
+				}
+				settled(t, c, "", before, "after the pod's removal")
+				return
+			}
+			failed(t, "RunPodSandbox", err, name)
+			settled(t, c, "", before, "by the failed RunPodSandbox")
+			id := runPod(t, c, pod) // kubelet's retry
+			removePod(t, c, id)
+			settled(t, c, "", before, "after the retried pod's removal")
+		})
+	}
+}
+
+// Steps of CreateContainer and StartContainer: each fails the call; the
+// failed container removed as kubelet removes it leaves nothing; a new
+// container, kubelet's retry, runs.
+func TestContainerCreateAndStart(t *testing.T) {
+	c := newCRI(t)
+	pull(t, c)
+	pod := podConfig(t, "containers")
+	podID := runPod(t, c, pod)
+	defer removePod(t, c, podID)
+	for _, name := range []string{fp.ContainerRecord, fp.ShimStart, fp.Mount, fp.RuncCreate, fp.LogOpen, fp.RuncStart} {
+		t.Run(name, func(t *testing.T) {
+			ctx := testContext(t)
+			cfg := containerConfig("c-"+name, "echo hello; exec sleep 600")
+			before := takeState(t, c, pod.LogDirectory)
+			arm(t, name+" error")
+			if name == fp.ContainerRecord {
+				_, err := c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+				failed(t, "CreateContainer", err, name)
+			} else {
+				id := createContainer(t, c, podID, pod, cfg)
+				_, err := c.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
+				failed(t, "StartContainer", err, name)
+				st, err := c.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.Status.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.Status.Reason != "StartError" {
+					t.Fatalf("after the failed start: %s, %q", st.Status.State, st.Status.Reason)
+				}
+				removeContainer(t, c, id)
+			}
+			settled(t, c, pod.LogDirectory, before, "by the failed container")
+			id := createContainer(t, c, podID, pod, cfg)
+			if _, err := c.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+				t.Fatalf("retry: %v", err)
+			}
+			if _, err := c.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id}); err != nil {
+				t.Fatal(err)
+			}
+			removeContainer(t, c, id)
+			settled(t, c, pod.LogDirectory, before, "after the retried container's removal")
+		})
+	}
+}
+
+// Steps of StopContainer, RemoveContainer and StopPodSandbox: the call
+// fails (or, for runc delete, the shim's forced retry covers it), the
+// retry succeeds, and nothing is left.
+func TestStopAndRemove(t *testing.T) {
+	c := newCRI(t)
+	pull(t, c)
+	for _, name := range []string{fp.RuncKill, fp.RuncDelete, fp.Unmount, fp.CNIDel} {
+		t.Run(name, func(t *testing.T) {
+			ctx := testContext(t)
+			before := baseline(t, c, "")
+			pod := podConfig(t, "stop-"+name)
+			podID := runPod(t, c, pod)
+			id := createContainer(t, c, podID, pod, containerConfig("main", "exec sleep 600"))
+			if _, err := c.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+				t.Fatal(err)
+			}
+			// The exit's handler deletes the stopped task first; its
+			// failure there is retried by RemoveContainer: twice, then.
+			if name == fp.Unmount {
+				arm(t, name+" error 2")
+			} else {
+				arm(t, name+" error")
+			}
+			switch name {
+			case fp.RuncKill:
+				_, err := c.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1})
+				failed(t, "StopContainer", err, name)
+				if _, err := c.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1}); err != nil {
+					t.Fatalf("retry: %v", err)
+				}
+				removeContainer(t, c, id)
+			case fp.RuncDelete:
+				removeContainer(t, c, id)
+			case fp.Unmount:
+				_, err := c.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id})
+				failed(t, "RemoveContainer", err, name)
+				removeContainer(t, c, id)
+			case fp.CNIDel:
+				_, err := c.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID})
+				failed(t, "StopPodSandbox", err, name)
+			}
+			if fired, _ := os.ReadFile(armed + ".fired"); !strings.Contains(string(fired), name) {
+				t.Fatalf("failpoint %s was not reached", name)
+			}
+			removePod(t, c, podID)
+			settled(t, c, "", before, "after the pod's removal")
+		})
+	}
+}
+
+// The stream server failing an exec session: the client is told, no exec
+// process is left in the container, and the next exec works.
+func TestExecStream(t *testing.T) {
+	c := newCRI(t)
+	pull(t, c)
+	pod := podConfig(t, "stream")
+	podID := runPod(t, c, pod)
+	defer removePod(t, c, podID)
+	id := createContainer(t, c, podID, pod, containerConfig("main", "exec sleep 600"))
+	ctx := testContext(t)
+	if _, err := c.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	crictl := func() (string, string, error) {
+		cmd := exec.Command("crictl", "--runtime-endpoint", "unix://"+bed.Daemon.Address, "--timeout", "30s",
+			"exec", id, "sh", "-c", "echo streamed")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		return strings.TrimSpace(string(out)), stderr.String(), err
+	}
+	arm(t, fp.StreamServer+" error")
+	if _, stderr, err := crictl(); err == nil || !strings.Contains(stderr, "failpoint "+fp.StreamServer) {
+		t.Fatalf("exec with the stream server failing: %v: %s", err, stderr)
+	}
+	resp, err := c.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"ps", "-o", "args"}, Timeout: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(resp.Stdout), "echo streamed") {
+		t.Fatalf("the failed session left its process:\n%s", resp.Stdout)
+	}
+	if out, stderr, err := crictl(); err != nil || out != "streamed" {
+		t.Fatalf("retry: %v: %s%s", err, out, stderr)
+	}
+}
+
+// An exit event that never reaches the plugin (dropped) is found by the
+// periodic reconcile: the list, which reads only the plugin's records,
+// shows the container exited within seconds.
+func TestDroppedExitIsReconciled(t *testing.T) {
+	c := newCRI(t)
+	pull(t, c)
+	pod := podConfig(t, "dropped-exit")
+	podID := runPod(t, c, pod)
+	defer removePod(t, c, podID)
+	arm(t, fp.ExitEvent+" error")
+	id := createContainer(t, c, podID, pod, containerConfig("main", "exit 3"))
+	ctx := testContext(t)
+	if _, err := c.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, "the dropped exit to be reconciled", 20*time.Second, func() bool {
+		resp, err := c.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{Id: id}})
+		return err == nil && len(resp.Containers) == 1 && resp.Containers[0].State == runtimeapi.ContainerState_CONTAINER_EXITED
+	})
+	if fired, _ := os.ReadFile(armed + ".fired"); !strings.Contains(string(fired), fp.ExitEvent) {
+		t.Fatal("no exit event was dropped")
+	}
+	st, err := c.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	if err != nil || st.Status.ExitCode != 3 {
+		t.Fatalf("status %v, %v", st, err)
+	}
+	t.Logf("exit found %v after the start", time.Since(start).Round(100*time.Millisecond))
+}
+
+// A step that hangs: the call answers DeadlineExceeded when the client's
+// deadline passes. RunPodSandbox goes on without the client (so that a
+// client giving up never leaves half a pod), and kubelet's retry, the
+// same request, is answered with the pod the abandoned call made once the
+// step no longer hangs: one pod, and nothing left after its removal.
+func TestHang(t *testing.T) {
+	c := newCRI(t)
+	pull(t, c)
+	for _, name := range []string{fp.CNIAdd, fp.RuncCreate} {
+		t.Run(name, func(t *testing.T) {
+			pod := podConfig(t, "hang-"+name)
+			before := baseline(t, c, "")
+			arm(t, name+" hang")
+			ctx, cancel := context.WithTimeout(testContext(t), 2*time.Second)
+			defer cancel()
+			_, err := c.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
+			if status.Code(err) != codes.DeadlineExceeded {
+				t.Fatalf("RunPodSandbox with %s hanging: %v", name, err)
+			}
+			disarm()
+			id := runPod(t, c, pod)
+			pods, err := c.ListPodSandbox(testContext(t), &runtimeapi.ListPodSandboxRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, p := range pods.Items {
+				if p.Metadata.Name == pod.Metadata.Name {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Fatalf("%d pods named %s after the retry, want 1", n, pod.Metadata.Name)
+			}
+			removePod(t, c, id)
+			settled(t, c, "", before, "after the pod's removal")
+		})
+	}
+}
+
+// A daemon that crashes at a step: after its restart, nothing of the
+// interrupted call is left (or what is, is a pod kubelet removes as any
+// pod it does not know), and the retry succeeds.
+func TestCrash(t *testing.T) {
+	pull(t, newCRI(t))
+	for _, name := range []string{fp.PodNamespaces, fp.CNIAdd, fp.PodRecord, fp.ContainerRecord, fp.CNIDel} {
+		t.Run(name, func(t *testing.T) {
+			tc := struct{ name string }{name}
+			c := newCRI(t)
+			pod := podConfig(t, "crash-"+tc.name)
+			before := baseline(t, c, "")
+			var podID string
+			if tc.name == fp.ContainerRecord || tc.name == fp.CNIDel {
+				podID = runPod(t, c, pod)
+			}
+			arm(t, tc.name+" crash")
+			ctx := testContext(t)
+			var err error
+			switch tc.name {
+			case fp.ContainerRecord:
+				_, err = c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: containerConfig("main", "exec sleep 600"), SandboxConfig: pod})
+			case fp.CNIDel:
+				_, err = c.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID})
+			default:
+				_, err = c.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
+			}
+			if err == nil {
+				t.Fatal("the call succeeded; the daemon was to crash")
+			}
+			select {
+			case <-bed.Daemon.Exited():
+			case <-time.After(10 * time.Second):
+				t.Fatal("the daemon did not crash")
+			}
+			disarm()
+			if err := bed.Daemon.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			c = newCRI(t)
+			// kubelet, relisting, removes what it does not know of.
+			pods, err := c.ListPodSandbox(testContext(t), &runtimeapi.ListPodSandboxRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range pods.Items {
+				if p.Metadata.Name == pod.Metadata.Name && p.Id != podID {
+					t.Logf("after restart: pod %s listed %s; removed as kubelet would", p.Id, p.State)
+					removePod(t, c, p.Id)
+				}
+			}
+			if podID != "" {
+				removePod(t, c, podID)
+			}
+			settled(t, c, "", before, "by the crash, once restarted")
+			id := runPod(t, c, pod)
+			if tc.name == fp.ContainerRecord {
+				cid := createContainer(t, c, id, pod, containerConfig("main", "exec sleep 600"))
+				if _, err := c.StartContainer(testContext(t), &runtimeapi.StartContainerRequest{ContainerId: cid}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			removePod(t, c, id)
+			settled(t, c, "", before, "after the retried pod's removal")
+		})
+	}
+}
