@@ -83,7 +83,12 @@ func start(ctx context.Context, f flags, params *bootapi.BootstrapParams) (_ *bo
 	_ = os.RemoveAll(claimsDir(path)) // a dead shim's
 	defer func() {
 		if retErr != nil {
-			os.Remove(path)
+			// Still under the group's lock: the socket, claims and lock
+			// file of a shim that never served go.
+			var st unix.Stat_t
+			if unix.Stat(path, &st) == nil {
+				_ = removeGroupFiles(path, st.Ino)
+			}
 		}
 	}()
 	socket, err := listener.File()

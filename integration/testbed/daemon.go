@@ -13,6 +13,9 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // Daemon is our containerd started on a temporary root, state directory
@@ -307,8 +310,13 @@ func (d *Daemon) RouteRegistry(host, loopback string) error {
 // running or mounts below its directory. Leftovers are then removed, so
 // one broken test does not break the next, but they are still an error.
 func (d *Daemon) Teardown() error {
-	_ = d.Stop()
 	var errs []error
+	// Pods a failed test left are removed through the CRI first, so that
+	// their network (IP allocations, rules) and shims' files go too.
+	if n, err := d.removePods(); err != nil || n > 0 {
+		errs = append(errs, fmt.Errorf("pods left behind: %d (removed; %v)", n, err))
+	}
+	_ = d.Stop()
 	// A shim answers containerd's Shutdown before it exits: one whose pod
 	// was removed just now may still be on its way out.
 	for deadline := time.Now().Add(5 * time.Second); len(d.Shims()) > 0 && time.Now().Before(deadline); {
@@ -339,4 +347,38 @@ func (d *Daemon) Teardown() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// removePods stops and removes every pod the running daemon lists.
+func (d *Daemon) removePods() (int, error) {
+	if d.exited == nil {
+		return 0, nil
+	}
+	select {
+	case <-d.exited:
+		return 0, nil
+	default:
+	}
+	conn, err := grpc.NewClient("unix://"+d.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	rs := runtimeapi.NewRuntimeServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pods, err := rs.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	for _, p := range pods.Items {
+		if _, err := rs.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.Id}); err != nil {
+			errs = append(errs, err)
+		}
+		if _, err := rs.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return len(pods.Items), errors.Join(errs...)
 }
