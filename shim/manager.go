@@ -116,15 +116,23 @@ func start(ctx context.Context, f flags, params *bootapi.BootstrapParams) (_ *bo
 		// One P is plenty for a shim and keeps its resident set small.
 		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
 	}
-	cmd.ExtraFiles = []*os.File{socket} // fd 3: the shim serves on it
+	// fd 4: the shim learns from it whether this start succeeded. A
+	// start that fails, or dies, after the shim is running leaves a shim
+	// containerd never heard of: it reads end of file without the byte
+	// sent on success, and leaves (bootstrapOutcome).
+	outcome, done, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer done.Close()
+	cmd.ExtraFiles = []*os.File{socket, outcome} // fd 3: the shim serves on it
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	outcome.Close()
+	if err != nil {
 		return nil, err
 	}
 	if err := failpoint.Inject(ctx, failpoint.ShimStart); err != nil {
-		// The shim serves already: it goes with the failed start.
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
 		return nil, fmt.Errorf("start shim: %w", err)
 	}
 	go func() { _ = cmd.Wait() }()
@@ -132,6 +140,9 @@ func start(ctx context.Context, f flags, params *bootapi.BootstrapParams) (_ *bo
 		// The shim works all the same; it is only less protected than
 		// its containers from the OOM killer.
 		log.G(ctx).WithError(err).Warn("adjust shim OOM score")
+	}
+	if _, err := done.Write([]byte{1}); err != nil {
+		return nil, fmt.Errorf("shim gone at start: %w", err)
 	}
 	return result, nil
 }

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	"github.com/containerd/fifo"
 	"github.com/containerd/log"
@@ -67,6 +68,7 @@ func serve(ctx context.Context, f flags) error {
 		}
 	}()
 	log.G(ctx).WithField("pid", os.Getpid()).Debug("shim serving")
+	go bootstrapOutcome(ctx, svc)
 
 loop:
 	for {
@@ -107,4 +109,22 @@ loop:
 	}
 	signal.Stop(signals)
 	return nil
+}
+
+// bootstrapOutcome waits for the start that spawned the shim to say it
+// succeeded (a byte on fd 4). Without it (the start failed after spawning
+// the shim, or died), containerd will never send this shim a container:
+// it leaves, as it would after its last container.
+func bootstrapOutcome(ctx context.Context, svc *service) {
+	f := os.NewFile(4, "bootstrap")
+	if f == nil {
+		return
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if n, _ := f.Read(b); n == 1 {
+		return
+	}
+	log.G(ctx).Warn("the start that spawned this shim failed; leaving")
+	_, _ = svc.Shutdown(ctx, &taskAPI.ShutdownRequest{})
 }

@@ -396,3 +396,26 @@ func TestCrash(t *testing.T) {
 		})
 	}
 }
+
+// A shim that dies at a step of RunPodSandbox's init (the shim's own
+// start, runc create, runc start): the call fails, nothing is left once
+// containerd has cleaned up after the dead shim, and the retry succeeds.
+func TestShimCrash(t *testing.T) {
+	c := newCRI(t)
+	for _, name := range []string{fp.ShimStart, fp.RuncCreate, fp.RuncStart} {
+		t.Run(name, func(t *testing.T) {
+			pod := podConfig(t, "shim-crash-"+name)
+			before := baseline(t, c, "")
+			arm(t, name+" crash")
+			if _, err := c.RunPodSandbox(testContext(t), &runtimeapi.RunPodSandboxRequest{Config: pod}); err == nil {
+				t.Fatal("RunPodSandbox succeeded with the shim crashing")
+			} else if code := status.Code(err); code == codes.Unknown {
+				t.Fatalf("code %s: %v", code, err)
+			}
+			settled(t, c, "", before, "by the shim's crash")
+			id := runPod(t, c, pod)
+			removePod(t, c, id)
+			settled(t, c, "", before, "after the retried pod's removal")
+		})
+	}
+}
