@@ -419,3 +419,67 @@ func TestShimCrash(t *testing.T) {
 		})
 	}
 }
+
+// The daemon crashing while it serves a streamed exec, and when a
+// container's exit arrives: after the restart the running container is
+// untouched and execs work, and the exit is recorded.
+func TestCrashWithRunningContainers(t *testing.T) {
+	c := newCRI(t)
+	pull(t, c)
+	before := baseline(t, c, "")
+	pod := podConfig(t, "crash-running")
+	podID := runPod(t, c, pod)
+	ctx := testContext(t)
+	long := createContainer(t, c, podID, pod, containerConfig("long", "exec sleep 600"))
+	short := createContainer(t, c, podID, pod, containerConfig("short", "exec sleep 600"))
+	for _, id := range []string{long, short} {
+		if _, err := c.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restart := func() {
+		t.Helper()
+		select {
+		case <-bed.Daemon.Exited():
+		case <-time.After(10 * time.Second):
+			t.Fatal("the daemon did not crash")
+		}
+		disarm()
+		if err := bed.Daemon.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		c = newCRI(t)
+		ctx = testContext(t)
+	}
+
+	arm(t, fp.StreamServer+" crash")
+	// crictl may end without an error when its stream is cut: the
+	// command's output is what tells.
+	if out, _ := exec.Command("crictl", "--runtime-endpoint", "unix://"+bed.Daemon.Address, "--timeout", "10s",
+		"exec", long, "echo", "streamed").Output(); strings.Contains(string(out), "streamed") {
+		t.Fatalf("the exec ran though the daemon crashed: %s", out)
+	}
+	restart()
+	resp, err := c.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: long, Cmd: []string{"ps", "-o", "args"}, Timeout: 10})
+	if err != nil {
+		t.Fatalf("exec after the restart: %v", err)
+	}
+	if strings.Contains(string(resp.Stdout), "echo streamed") {
+		t.Fatalf("the interrupted session left its process:\n%s", resp.Stdout)
+	}
+
+	// short is stopped; handling its exit crashes the daemon.
+	arm(t, fp.ExitEvent+" crash")
+	// The stop may answer before the exit's event arrives, or not at all.
+	c.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: short, Timeout: 0})
+	restart()
+	waitFor(t, "the exit recorded after the restart", 20*time.Second, func() bool {
+		st, err := c.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: short})
+		return err == nil && st.Status.State == runtimeapi.ContainerState_CONTAINER_EXITED
+	})
+	if st, err := c.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: long}); err != nil || st.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("the long-running container after two crashes: %v, %v", st, err)
+	}
+	removePod(t, c, podID)
+	settled(t, c, "", before, "after the pod's removal")
+}
