@@ -94,16 +94,29 @@ func freshClaims(socket string) int {
 }
 
 // removeGroupFiles removes the group's socket, claims and lock file if the
-// socket is still the one of inode ino: a shim started for the group since
-// owns them otherwise. Called with the group's lock held.
+// socket is the one of inode ino, or there is no socket any more; a socket
+// of another inode is a shim started for the group since, which owns
+// them. Called with the group's lock held.
 func removeGroupFiles(socket string, ino uint64) error {
 	var st unix.Stat_t
-	if err := unix.Stat(socket, &st); err != nil || st.Ino != ino {
+	switch err := unix.Stat(socket, &st); {
+	case err == nil && st.Ino != ino:
 		return nil
-	}
-	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+	case err == nil:
+		if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
 	}
 	_ = os.RemoveAll(claimsDir(socket))
-	return os.Remove(lockPath(socket))
+	if err := os.Remove(lockPath(socket)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// ownsSocket tells whether the group's socket is still the one of inode
+// ino: once it is not, it never is again.
+func ownsSocket(socket string, ino uint64) bool {
+	var st unix.Stat_t
+	return unix.Stat(socket, &st) == nil && st.Ino == ino
 }

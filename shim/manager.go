@@ -68,6 +68,7 @@ func start(ctx context.Context, f flags, params *bootapi.BootstrapParams) (_ *bo
 	defer unlock()
 	listener, err := listen(path)
 	if err != nil {
+		_ = removeGroupFiles(path, 0) // a lock file with no socket
 		return nil, err
 	}
 	if listener == nil {
@@ -81,14 +82,16 @@ func start(ctx context.Context, f flags, params *bootapi.BootstrapParams) (_ *bo
 		return result, nil
 	}
 	_ = os.RemoveAll(claimsDir(path)) // a dead shim's
+	var ours unix.Stat_t
+	if err := unix.Stat(path, &ours); err != nil {
+		listener.Close()
+		return nil, err
+	}
 	defer func() {
 		if retErr != nil {
 			// Still under the group's lock: the socket, claims and lock
 			// file of a shim that never served go.
-			var st unix.Stat_t
-			if unix.Stat(path, &st) == nil {
-				_ = removeGroupFiles(path, st.Ino)
-			}
+			_ = removeGroupFiles(path, ours.Ino)
 		}
 	}()
 	socket, err := listener.File()

@@ -99,7 +99,7 @@ loop:
 	svc.mu.Lock()
 	left := svc.left
 	svc.mu.Unlock()
-	if fi, err := os.Stat(socketPath); !left && err == nil && fi.Sys().(*syscall.Stat_t).Ino == socketInode {
+	if !left && ownsSocket(socketPath, socketInode) {
 		if unlock, err := lockGroup(socketPath); err == nil {
 			if err := removeGroupFiles(socketPath, socketInode); err != nil {
 				log.G(ctx).WithError(err).Warn("remove shim socket")

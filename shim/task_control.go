@@ -221,6 +221,11 @@ func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*em
 	if !s.idle() {
 		return empty, nil
 	}
+	if !ownsSocket(s.socket, s.socketIno) {
+		// Its start failed, and took the group's files with it.
+		s.leave()
+		return empty, nil
+	}
 	unlock, err := lockGroup(s.socket)
 	if err != nil {
 		return nil, err
@@ -240,11 +245,16 @@ func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*em
 	if err := removeGroupFiles(s.socket, s.socketIno); err != nil {
 		return nil, err
 	}
+	s.leave()
+	return empty, nil
+}
+
+// leave ends the shim, its group's files dealt with.
+func (s *service) leave() {
 	s.mu.Lock()
 	s.left = true
 	s.mu.Unlock()
 	s.shutdown()
-	return empty, nil
 }
 
 // idle tells whether the shim serves no container and creates none.

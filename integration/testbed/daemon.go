@@ -349,14 +349,20 @@ func (d *Daemon) Teardown() error {
 	return errors.Join(errs...)
 }
 
-// removePods stops and removes every pod the running daemon lists.
+// removePods stops and removes every pod the daemon lists; a daemon that
+// died (a test crashed it) is started again for it, if it can be.
 func (d *Daemon) removePods() (int, error) {
 	if d.exited == nil {
 		return 0, nil
 	}
 	select {
 	case <-d.exited:
-		return 0, nil
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := d.Start(ctx)
+		cancel()
+		if err != nil {
+			return 0, nil // one that cannot start made nothing to remove
+		}
 	default:
 	}
 	conn, err := grpc.NewClient("unix://"+d.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
