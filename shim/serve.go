@@ -123,6 +123,7 @@ func bootstrapOutcome(ctx context.Context, svc *service) {
 	defer f.Close()
 	b := make([]byte, 1)
 	if n, _ := f.Read(b); n == 1 {
+		svc.leaveIfIdleLater()
 		return
 	}
 	log.G(ctx).Warn("the start that spawned this shim failed; leaving")

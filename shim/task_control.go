@@ -249,6 +249,14 @@ func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*em
 	return empty, nil
 }
 
+// leaveIfIdleLater makes sure a shim left with no container leaves even
+// if nobody tells it to: containerd asks for Shutdown after each delete,
+// but one that died in between, or before it sent the first container
+// to a shim it had just started, never will.
+func (s *service) leaveIfIdleLater() {
+	time.AfterFunc(claimTTL, func() { _, _ = s.Shutdown(context.Background(), &taskAPI.ShutdownRequest{}) })
+}
+
 // leave ends the shim, its group's files dealt with.
 func (s *service) leave() {
 	s.mu.Lock()

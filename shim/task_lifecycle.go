@@ -402,6 +402,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		x.abandonLocked()
 	}
 	s.mu.Unlock()
+	s.leaveIfIdleLater()
 
 	exitedAt := protobuf.ToTimestamp(exitTime(p))
 	s.publish(runtime.TaskDeleteEventTopic, &eventstypes.TaskDelete{
