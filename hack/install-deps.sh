@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs, idempotently, everything the tests and the demo need on a fresh
-# Debian machine: runc (built with seccomp), the CNI plugins, busybox-static,
+# Debian machine: runc (built with seccomp), crun, the CNI plugins, busybox-static,
 # crictl, and stock containerd v2.4.2 binaries (ctr, and the runc shim we
 # compare with).
 # Everything goes to $PREFIX (default /usr/local) and /opt/cni/bin.
@@ -23,6 +23,8 @@ dpkg -s pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+# crun: the second OCI runtime the tests run pods with (a runtime handler).
+command -v crun >/dev/null 2>&1 || need_apt+=(crun)
 if [ ${#need_apt[@]} -gt 0 ]; then
 	log "apt-get install ${need_apt[*]}"
 	apt-get update -qq

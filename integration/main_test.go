@@ -75,6 +75,16 @@ func run(m *testing.M) int {
   image_pull_progress_timeout = "2s"
   image_pull_timeout = "6s"
   stats_collect_period = "1s"
+
+[plugins."io.containerd.grpc.v1.mine".runtimes.mine]
+  runtime_type = "io.containerd.mine.v2"
+
+# A second OCI runtime: Debian's crun 1.8.1, which accepts only OCI spec
+# 1.0.x and has no features command.
+[plugins."io.containerd.grpc.v1.mine".runtimes.crun]
+  runtime_type = "io.containerd.mine.v2"
+  [plugins."io.containerd.grpc.v1.mine".runtimes.crun.options]
+    BinaryName = "crun"
 `, metricsAddress))
 	if err == nil {
 		daemon, imageRef = bed.Daemon, bed.ImageRef

@@ -79,6 +79,16 @@ func createContainer(t *testing.T, c *cri, podID string, pod *runtimeapi.PodSand
 	return resp.ContainerId
 }
 
+// startContainer creates and starts a container.
+func startContainer(t *testing.T, c *cri, podID string, pod *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) string {
+	t.Helper()
+	id := createContainer(t, c, podID, pod, cfg)
+	if _, err := c.StartContainer(testContext(t), &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 // removeContainer removes a container as kubelet does: its log file
 // first (kubelet deletes it itself), then the container.
 func removeContainer(t *testing.T, c *cri, id string) {
@@ -233,11 +243,8 @@ func TestExecStream(t *testing.T) {
 	pod := podConfig(t, "stream")
 	podID := runPod(t, c, pod)
 	defer removePod(t, c, podID)
-	id := createContainer(t, c, podID, pod, containerConfig("main", "exec sleep 600"))
+	id := startContainer(t, c, podID, pod, containerConfig("main", "exec sleep 600"))
 	ctx := testContext(t)
-	if _, err := c.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
-		t.Fatal(err)
-	}
 	crictl := func() (string, string, error) {
 		cmd := exec.Command("crictl", "--runtime-endpoint", "unix://"+bed.Daemon.Address, "--timeout", "30s",
 			"exec", id, "sh", "-c", "echo streamed")
@@ -388,10 +395,7 @@ func TestCrash(t *testing.T) {
 			settled(t, c, "", before, "by the crash, once restarted")
 			id := runPod(t, c, pod)
 			if tc.name == fp.ContainerRecord {
-				cid := createContainer(t, c, id, pod, containerConfig("main", "exec sleep 600"))
-				if _, err := c.StartContainer(testContext(t), &runtimeapi.StartContainerRequest{ContainerId: cid}); err != nil {
-					t.Fatal(err)
-				}
+				startContainer(t, c, id, pod, containerConfig("main", "exec sleep 600"))
 			}
 			removePod(t, c, id)
 			settled(t, c, "", before, "after the retried pod's removal")
@@ -432,13 +436,8 @@ func TestCrashWithRunningContainers(t *testing.T) {
 	pod := podConfig(t, "crash-running")
 	podID := runPod(t, c, pod)
 	ctx := testContext(t)
-	long := createContainer(t, c, podID, pod, containerConfig("long", "exec sleep 600"))
-	short := createContainer(t, c, podID, pod, containerConfig("short", "exec sleep 600"))
-	for _, id := range []string{long, short} {
-		if _, err := c.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	long := startContainer(t, c, podID, pod, containerConfig("long", "exec sleep 600"))
+	short := startContainer(t, c, podID, pod, containerConfig("short", "exec sleep 600"))
 	restart := func() {
 		t.Helper()
 		select {

@@ -72,14 +72,7 @@ const reconcilePeriod = 5 * time.Second
 // running whose process is not. It reads only /proc for running
 // containers, so it costs next to nothing while nothing is lost.
 func (s *Service) reconcileLoop(ctx context.Context) {
-	t := time.NewTicker(reconcilePeriod)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, reconcilePeriod, func() {
 		for _, m := range s.records.allSandboxes() {
 			s.sandboxState(m)
 		}
@@ -90,7 +83,7 @@ func (s *Service) reconcileLoop(ctx context.Context) {
 			log.G(ctx).WithField("id", m.ID).Debug("container recorded running has no process: reaping")
 			s.reapByID(ctx, m.ID)
 		}
-	}
+	})
 }
 
 func (s *Service) reapByID(ctx context.Context, id string) {

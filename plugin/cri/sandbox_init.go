@@ -53,7 +53,7 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 			spec.AnnotationContainerType: "sandbox",
 		}),
 	}
-	common = append(common, spec.PodNamespaces(m.Namespaces))
+	common = append(common, spec.PodNamespaces(m.Namespaces), withSpecVersion(specVersionFor(ctx, rt)))
 
 	if ref := s.config().SandboxImage; ref != "" {
 		image, err := s.sandboxImage(ctx, ref)
@@ -213,4 +213,11 @@ func (t *initTriggers) drop(id string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.waiting, id)
+}
+
+func withSpecVersion(v string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		s.Version = v
+		return nil
+	}
 }

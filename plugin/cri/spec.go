@@ -102,6 +102,7 @@ func (s *Service) containerSpec(ctx context.Context, id string, cfg *runtimeapi.
 		s.unpinTargetPIDNamespace(id)
 		return nil, err
 	}
+	out.Version = specVersionFor(ctx, rt)
 	return out, nil
 }
 

@@ -47,18 +47,25 @@ func (sc *statsCollector) run(ctx context.Context, s *Service) {
 	if sc.period <= 0 {
 		return
 	}
-	t := time.NewTicker(sc.period)
+	every(ctx, sc.period, func() {
+		for _, m := range s.records.allContainers() {
+			if _, err := sc.read(ctx, s, m); err != nil {
+				log.G(ctx).WithError(err).WithField("id", m.ID).Debug("collect container stats")
+			}
+		}
+	})
+}
+
+// every runs pass once a period until ctx ends.
+func every(ctx context.Context, period time.Duration, pass func()) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		for _, m := range s.records.allContainers() {
-			if _, err := sc.read(ctx, s, m); err != nil {
-				log.G(ctx).WithError(err).WithField("id", m.ID).Debug("collect container stats")
-			}
+			pass()
 		}
 	}
 }
