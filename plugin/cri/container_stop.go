@@ -41,8 +41,21 @@ func (s *Service) stopContainer(ctx context.Context, id string, timeout time.Dur
 	if err != nil {
 		return err
 	}
+	// The container's exit may be handled meanwhile, and its task deleted
+	// under our feet (its connection then closes): a task gone is a
+	// container stopped.
+	goneNow := func(err error) bool {
+		if errdefs.IsNotFound(err) {
+			return true
+		}
+		_, terr := c.Task(ctx, nil)
+		return errdefs.IsNotFound(terr)
+	}
 	exitC, err := task.Wait(ctx)
 	if err != nil {
+		if goneNow(err) {
+			return s.reap(ctx, c)
+		}
 		return err
 	}
 	st, err := task.Status(ctx)
@@ -52,7 +65,7 @@ func (s *Service) stopContainer(ctx context.Context, id string, timeout time.Dur
 			if parsed, err := signal.ParseSignal(stopSignal(m)); err == nil {
 				sig = parsed
 			}
-			if err := task.Kill(ctx, sig); err != nil && !errdefs.IsNotFound(err) {
+			if err := task.Kill(ctx, sig); err != nil && !goneNow(err) {
 				return err
 			}
 			select {
@@ -62,7 +75,7 @@ func (s *Service) stopContainer(ctx context.Context, id string, timeout time.Dur
 				return ctx.Err()
 			}
 		}
-		if err := task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+		if err := task.Kill(ctx, syscall.SIGKILL); err != nil && !goneNow(err) {
 			return err
 		}
 		select {

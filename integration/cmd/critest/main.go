@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 
@@ -25,11 +26,12 @@ import (
 // Unimplemented), of features this host lacks, and the spec pulling an
 // upstream image by its exact digest, which no locally built image has.
 //
-// Some need upstream test images that cannot be rebuilt from Debian's
-// busybox: NoNewPrivs runs a setuid helper of its own, MaskedPaths needs a
-// shell that executes ls rather than running it as a built-in, and the
-// HostPID and ContainerPID specs look for nginx's rewritten process title.
-const skip = `NRI|Image Volume|[Cc]heckpoint|SELinux|[Aa]pp[Aa]rmor|[Uu]ser[Nn]amespace|with digest|all kinds of references|NoNewPrivs|MaskedPaths|support HostPID|support ContainerPID`
+// MaskedPaths needs a shell that executes ls rather than running it in
+// process as Debian's busybox-static does. The upstream helpers other specs
+// need are small Go programs of ours (helpers/): a setuid one for
+// NoNewPrivs, and an nginx stand-in whose process is named nginx with
+// nginx's rewritten process title, for HostPID and ContainerPID.
+const skip = `NRI|Image Volume|[Cc]heckpoint|SELinux|[Aa]pp[Aa]rmor|[Uu]ser[Nn]amespace|with digest|all kinds of references|MaskedPaths`
 
 func main() {
 	binDir := flag.String("bin", "bin", "directory with containerd and containerd-shim-mine-v2")
@@ -132,12 +134,22 @@ func pushImages(reg *testbed.Registry) error {
 	passwd := "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/bin/sh\nuser1000:x:1000:1000::/home:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"
 	group := "root:x:0:\nwww-data:x:33:\nuser1000:x:1000:\ngroup50000:x:50000:user1000\nnogroup:x:65534:\n"
 	users := map[string]string{"etc/passwd": passwd, "etc/group": group}
+	helpers, err := buildHelpers()
+	if err != nil {
+		return err
+	}
 	// A web server that looks enough like nginx and httpd to critest: its
-	// PID 1 command line says "master process", it writes nginx.pid, and
-	// its log mentions httpd.
+	// process is named nginx, its command line says "master process", it
+	// writes nginx.pid, and its log mentions httpd.
+	if base, err = testbed.WithEntries(base,
+		testbed.Entry{Path: "usr/sbin/nginx", Mode: 0o755, Data: helpers["nginx"]},
+		testbed.Entry{Path: "usr/bin/nonewprivs", Mode: 0o4755, Data: helpers["nonewprivs"]},
+	); err != nil {
+		return err
+	}
 	webOn := func(port string) func(c *v1.Config) {
 		return func(c *v1.Config) {
-			c.Cmd = []string{"sh", "-c", "mkdir -p /var/run; echo $$ > /var/run/nginx.pid; echo httpd serving on port " + port + "; httpd -f -p " + port + " -h /www", "nginx: master process"}
+			c.Cmd = []string{"/usr/sbin/nginx", "-p", port}
 			c.ExposedPorts = map[string]struct{}{port + "/tcp": {}}
 		}
 	}
@@ -171,6 +183,7 @@ func pushImages(reg *testbed.Registry) error {
 		{[]string{"k8s-staging-cri-tools/test-image-3:latest"}, nil, nil},
 		{[]string{"k8s-staging-cri-tools/test-image-tags:1", "k8s-staging-cri-tools/test-image-tags:2", "k8s-staging-cri-tools/test-image-tags:3"}, nil, nil},
 		{[]string{"k8s-staging-cri-tools/hostnet-nginx-amd64:latest"}, page, webOn("12003")},
+		{[]string{"e2e-test-images/nonewprivs:1.3"}, nil, func(c *v1.Config) { c.Cmd = []string{"/usr/bin/nonewprivs"} }},
 	}
 	for _, im := range images {
 		img, err := variant(strings.Join(im.refs, ","), im.files, im.change)
@@ -184,6 +197,29 @@ func pushImages(reg *testbed.Registry) error {
 		}
 	}
 	return nil
+}
+
+// buildHelpers builds the helper programs, static, and returns them by
+// name.
+func buildHelpers() (map[string][]byte, error) {
+	dir, err := os.MkdirTemp("", "critest-helpers-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	out := map[string][]byte{}
+	for _, name := range []string{"nginx", "nonewprivs"} {
+		bin := filepath.Join(dir, name)
+		build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./integration/cmd/critest/helpers/"+name)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if msg, err := build.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("build helper %s: %v: %s", name, err, msg)
+		}
+		if out[name], err = os.ReadFile(bin); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // shmSegments lists the host's System V shared memory segment ids.
