@@ -76,7 +76,16 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	spec, err := s.containerSpec(ctx, id, cfg, sb, image, imgCfg)
+	volumes, specCfg, err := s.prepareImageVolumes(ctx, id, cfg)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	defer func() {
+		if !created {
+			s.removeImageVolumes(ctx, volumes)
+		}
+	}()
+	spec, err := s.containerSpec(ctx, id, specCfg, sb, image, imgCfg)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -104,6 +113,7 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 		LogDirectory: sb.config.GetLogDirectory(),
 		CreatedAt:    nowNano(),
 		StopSignal:   imgCfg.Config.StopSignal,
+		ImageVolumes: volumes,
 	}
 	_, err = s.client.NewContainer(ctx, id,
 		containerd.WithSnapshotter(s.config().Snapshotter),

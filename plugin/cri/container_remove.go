@@ -47,6 +47,7 @@ func (s *Service) removeContainer(ctx context.Context, id string) error {
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return err
 	}
+	s.removeImageVolumes(ctx, m.ImageVolumes)
 	s.stdins.close(id)
 	s.cpu.forget(id)
 	s.oomKilled.Delete(id)

@@ -48,7 +48,7 @@ func (s *Service) ContainerStatus(ctx context.Context, r *runtimeapi.ContainerSt
 		Message:     m.Message,
 		Labels:      cfg.GetLabels(),
 		Annotations: cfg.GetAnnotations(),
-		Mounts:      cfg.GetMounts(),
+		Mounts:      withImageVolumeRefs(cfg.GetMounts(), m.ImageVolumes),
 		LogPath:     m.LogPath,
 		User:        containerUser(spec),
 		StopSignal:  criSignal(stopSignal(m)),

@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
@@ -18,6 +19,10 @@ func (s *Service) RemoveImage(ctx context.Context, r *runtimeapi.RemoveImageRequ
 	}
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	// An image mounted as a volume stays while a container mounts it.
+	if users := s.imageVolumeUsers(ci.id); len(users) > 0 {
+		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage(fmt.Sprintf("image %s is mounted as a volume by container %s", r.GetImage().GetImage(), users[0])))
 	}
 	names := append(append([]string{}, ci.tags...), ci.digests...)
 	names = append(names, ci.id) // last: the content is released with it

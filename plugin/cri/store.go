@@ -14,6 +14,7 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
@@ -99,7 +100,9 @@ type containerMeta struct {
 	// is found by looking at /proc (reconcileLoop); nil in records made
 	// before it was kept.
 	Process *process `json:",omitempty"`
-	config  *runtimeapi.ContainerConfig
+	// ImageVolumes are the images mounted into it (image_volumes.go).
+	ImageVolumes []imageVolume `json:",omitempty"`
+	config       *runtimeapi.ContainerConfig
 }
 
 // saveSandbox writes a pod's changed metadata to containerd, then to the
@@ -291,6 +294,14 @@ func (s *Service) sweepOrphanSnapshots(ctx context.Context, records []containerd
 		return
 	}
 	for _, key := range orphans {
+		// An image volume's view is mounted in the container's directory.
+		if of, _, ok := strings.Cut(key, "-image-volume-"); ok {
+			volumes, _ := filepath.Glob(filepath.Join(s.containerDir(of), "image-volumes", "*"))
+			for _, target := range volumes {
+				_ = mount.UnmountAll(target, unix.MNT_DETACH)
+			}
+			os.RemoveAll(s.containerDir(of))
+		}
 		if err := sn.Remove(ctx, key); err != nil && !errdefs.IsNotFound(err) {
 			log.G(ctx).WithError(err).WithField("key", key).Warn("remove an orphaned writable layer")
 			continue

@@ -31,7 +31,7 @@ import (
 // need are small Go programs of ours (helpers/): a setuid one for
 // NoNewPrivs, and an nginx stand-in whose process is named nginx with
 // nginx's rewritten process title, for HostPID and ContainerPID.
-const skip = `NRI|Image Volume|[Cc]heckpoint|SELinux|[Aa]pp[Aa]rmor|[Uu]ser[Nn]amespace|with digest|all kinds of references|MaskedPaths`
+const skip = `NRI|[Cc]heckpoint|SELinux|[Aa]pp[Aa]rmor|[Uu]ser[Nn]amespace|with digest|all kinds of references|MaskedPaths`
 
 func main() {
 	binDir := flag.String("bin", "bin", "directory with containerd and containerd-shim-mine-v2")
