@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -93,4 +95,42 @@ func TestCRIPodOnCrun(t *testing.T) {
 func hybridWithV2Controllers() bool {
 	data, err := os.ReadFile("/sys/fs/cgroup/unified/cgroup.controllers")
 	return err == nil && strings.TrimSpace(string(data)) != ""
+}
+
+// A pod asking for a user namespace of its own is refused (not run in the
+// host's, which is what it asked not to be) until they are implemented,
+// with Unimplemented; modes no pod can have are InvalidArgument. Nothing
+// is made for either.
+func TestCRIUserNamespacePodsRefused(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	before, err := c.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapping := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: 100000, Length: 65536}}
+	for _, tc := range []struct {
+		userns *runtimeapi.UserNamespace
+		code   codes.Code
+	}{
+		{&runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: mapping, Gids: mapping}, codes.Unimplemented},
+		{&runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_CONTAINER}, codes.InvalidArgument},
+	} {
+		pod := podConfig(t, "userns")
+		pod.Linux.SecurityContext.NamespaceOptions.UsernsOptions = tc.userns
+		_, err := c.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
+		if status.Code(err) != tc.code {
+			t.Errorf("user namespace mode %s: %v, want %s", tc.userns.Mode, err, tc.code)
+		}
+	}
+	after, err := c.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after.Items) != len(before.Items) {
+		t.Fatalf("refused pods were made: %d pods, %d before", len(after.Items), len(before.Items))
+	}
+	node := podConfig(t, "userns-node")
+	node.Linux.SecurityContext.NamespaceOptions.UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE}
+	c.runPod(t, node) // kubelet's hostUsers: true
 }

@@ -47,6 +47,9 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	if dir := cfg.GetLogDirectory(); dir != "" && !filepath.IsAbs(dir) {
 		return nil, toStatus(invalid(fmt.Sprintf("log_directory %q is not absolute", dir)))
 	}
+	if err := validUserNamespace(nsOpts.GetUsernsOptions()); err != nil {
+		return nil, toStatus(err)
+	}
 	if err := validSysctls(cfg.GetLinux().GetSysctls(), nsOpts); err != nil {
 		return nil, toStatus(err)
 	}

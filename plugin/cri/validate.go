@@ -71,6 +71,36 @@ func validSysctls(sysctls map[string]string, ns *runtimeapi.NamespaceOption) err
 	return nil
 }
 
+// validUserNamespace refuses what no pod can have, and a pod of its own
+// user namespace (hostUsers: false), which is not implemented yet: Status
+// says so (features.user_namespaces false), and a pod asking for one is
+// refused rather than run in the host's user namespace, which is what it
+// asked not to be.
+func validUserNamespace(u *runtimeapi.UserNamespace) error {
+	if u == nil {
+		return nil // the host's, as NODE (whose mode is not the zero value)
+	}
+	switch u.GetMode() {
+	case runtimeapi.NamespaceMode_NODE:
+		if len(u.GetUids()) > 0 || len(u.GetGids()) > 0 {
+			return invalid("user namespace mode NODE takes no ID mappings")
+		}
+		return nil
+	case runtimeapi.NamespaceMode_POD:
+		if len(u.GetUids()) != 1 || len(u.GetGids()) != 1 {
+			return invalid(fmt.Sprintf("a pod's user namespace takes exactly one UID and one GID mapping, got %d and %d", len(u.GetUids()), len(u.GetGids())))
+		}
+		for _, m := range []*runtimeapi.IDMapping{u.GetUids()[0], u.GetGids()[0]} {
+			if m.GetContainerId() != 0 || m.GetLength() == 0 {
+				return invalid(fmt.Sprintf("a pod's user namespace mapping must map container ID 0 onwards, got %d+%d", m.GetContainerId(), m.GetLength()))
+			}
+		}
+		return errdefs.ErrNotImplemented.WithMessage("pods in a user namespace of their own (hostUsers: false) are not supported by this runtime yet")
+	default:
+		return invalid(fmt.Sprintf("user namespace mode %s: only POD or NODE", u.GetMode()))
+	}
+}
+
 // containerLogPath is where a container logs: log_path within the pod's
 // log_directory, which it may not leave, by "..", by being absolute, or
 // through a symlink already in the directory.

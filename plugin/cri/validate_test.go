@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -78,5 +80,29 @@ func TestValidMetadataSize(t *testing.T) {
 	}
 	if err := validMetadataSize(map[string]string{"io.kubernetes.pod.name": "web"}, map[string]string{"a": big[:1000]}); err != nil {
 		t.Errorf("ordinary metadata: %v", err)
+	}
+}
+
+func TestValidUserNamespace(t *testing.T) {
+	m := func(c, h, l uint32) []*runtimeapi.IDMapping {
+		return []*runtimeapi.IDMapping{{ContainerId: c, HostId: h, Length: l}}
+	}
+	for _, tc := range []struct {
+		name string
+		u    *runtimeapi.UserNamespace
+		want codes.Code
+	}{
+		{"none", nil, codes.OK},
+		{"node", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE}, codes.OK},
+		{"node with mappings", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE, Uids: m(0, 1000, 10)}, codes.InvalidArgument},
+		{"pod", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: m(0, 1000, 100000), Gids: m(0, 1000, 100000)}, codes.Unimplemented},
+		{"pod, two mappings", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: append(m(0, 1000, 10), m(0, 2000, 10)...), Gids: m(0, 1000, 10)}, codes.InvalidArgument},
+		{"pod, 0 unmapped", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: m(1, 1000, 10), Gids: m(1, 1000, 10)}, codes.InvalidArgument},
+		{"container", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_CONTAINER}, codes.InvalidArgument},
+		{"target", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_TARGET}, codes.InvalidArgument},
+	} {
+		if got := status.Code(toStatus(validUserNamespace(tc.u))); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
 	}
 }
