@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
@@ -29,11 +30,18 @@ const BusyboxPath = "/bin/busybox"
 // BusyboxImage builds a small OCI image: busybox and its applets in /bin,
 // a root and a nobody user, and `sh` as the default command.
 func BusyboxImage() (v1.Image, error) {
-	bb, err := os.ReadFile(BusyboxPath)
+	return BusyboxImageFrom(BusyboxPath, nil)
+}
+
+// BusyboxImageFrom is BusyboxImage with another busybox binary, and host
+// files it needs (a dynamic one's libraries) copied in: image path to host
+// path, links on the host followed.
+func BusyboxImageFrom(busybox string, hostFiles map[string]string) (v1.Image, error) {
+	bb, err := os.ReadFile(busybox)
 	if err != nil {
-		return nil, fmt.Errorf("busybox-static is needed to build test images: %w", err)
+		return nil, fmt.Errorf("busybox is needed to build test images: %w", err)
 	}
-	out, err := exec.Command(BusyboxPath, "--list").Output()
+	out, err := exec.Command(busybox, "--list").Output()
 	if err != nil {
 		return nil, fmt.Errorf("list busybox applets: %w", err)
 	}
@@ -60,6 +68,25 @@ func BusyboxImage() (v1.Image, error) {
 			continue
 		}
 		_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeLink, Name: "bin/" + applet, Linkname: "bin/busybox", Mode: 0o755, ModTime: mtime})
+	}
+	made := map[string]bool{"bin": true, "etc": true, "tmp": true, "root": true, "home": true, "proc": true, "sys": true, "dev": true, "var": true, "run": true}
+	var extraDirs []string
+	for p := range hostFiles {
+		for d := path.Dir(p); d != "." && d != "/" && !made[d]; d = path.Dir(d) {
+			made[d] = true
+			extraDirs = append(extraDirs, d)
+		}
+	}
+	slices.Sort(extraDirs) // parents before children
+	for _, d := range extraDirs {
+		dir(d+"/", 0o755)
+	}
+	for _, p := range slices.Sorted(maps.Keys(hostFiles)) {
+		data, err := os.ReadFile(hostFiles[p])
+		if err != nil {
+			return nil, err
+		}
+		file(p, 0o755, data)
 	}
 	file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"))
 	file("etc/group", 0o644, []byte("root:x:0:\nnogroup:x:65534:\n"))

@@ -26,12 +26,12 @@ import (
 // Unimplemented), of features this host lacks, and the spec pulling an
 // upstream image by its exact digest, which no locally built image has.
 //
-// MaskedPaths needs a shell that executes ls rather than running it in
-// process as Debian's busybox-static does. The upstream helpers other specs
-// need are small Go programs of ours (helpers/): a setuid one for
-// NoNewPrivs, and an nginx stand-in whose process is named nginx with
-// nginx's rewritten process title, for HostPID and ContainerPID.
-const skip = `NRI|[Cc]heckpoint|SELinux|[Aa]pp[Aa]rmor|[Uu]ser[Nn]amespace|with digest|all kinds of references|MaskedPaths`
+// The helpers upstream images carry are small Go programs of ours
+// (helpers/): a setuid one for NoNewPrivs, and an nginx stand-in whose
+// process is named nginx with nginx's rewritten process title, for HostPID
+// and ContainerPID; the default image's shell is Debian's dynamic busybox
+// (dynamicBusybox), for MaskedPaths.
+const skip = `NRI|[Cc]heckpoint|SELinux|[Aa]pp[Aa]rmor|[Uu]ser[Nn]amespace|with digest|all kinds of references`
 
 func main() {
 	binDir := flag.String("bin", "bin", "directory with containerd and containerd-shim-mine-v2")
@@ -115,8 +115,12 @@ func pushImages(reg *testbed.Registry) error {
 	if err != nil {
 		return err
 	}
-	variant := func(name string, files map[string]string, change func(*v1.Config)) (v1.Image, error) {
-		img := base
+	shell, err := dynamicBusybox()
+	if err != nil {
+		return err
+	}
+	variant := func(name string, from v1.Image, files map[string]string, change func(*v1.Config)) (v1.Image, error) {
+		img := from
 		var err error
 		// A file of its own makes each variant a distinct image.
 		f := map[string]string{"etc/critest-image": name + "\n"}
@@ -168,7 +172,7 @@ func pushImages(reg *testbed.Registry) error {
 		files  map[string]string
 		change func(*v1.Config)
 	}{
-		{[]string{"e2e-test-images/busybox:1.29-2"}, tools, nil},
+		{[]string{"e2e-test-images/busybox:1.29-2"}, tools, nil}, // from shell, below
 		{[]string{"e2e-test-images/nginx:1.14-2", "e2e-test-images/httpd:2.4.39-4"}, page, web},
 		{[]string{"pause:3.9", "pause:3.10"}, nil, sleep},
 		{[]string{"k8s-staging-cri-tools/test-image-user-uid:latest"}, users, func(c *v1.Config) { c.User = "1002" }},
@@ -186,7 +190,11 @@ func pushImages(reg *testbed.Registry) error {
 		{[]string{"e2e-test-images/nonewprivs:1.3"}, nil, func(c *v1.Config) { c.Cmd = []string{"/usr/bin/nonewprivs"} }},
 	}
 	for _, im := range images {
-		img, err := variant(strings.Join(im.refs, ","), im.files, im.change)
+		from := base
+		if im.refs[0] == "e2e-test-images/busybox:1.29-2" {
+			from = shell
+		}
+		img, err := variant(strings.Join(im.refs, ","), from, im.files, im.change)
 		if err != nil {
 			return err
 		}
@@ -197,6 +205,37 @@ func pushImages(reg *testbed.Registry) error {
 		}
 	}
 	return nil
+}
+
+// dynamicBusybox is busybox as the upstream e2e image has it: a shell that
+// execs the commands it finds on PATH (MaskedPaths' spec masks /bin/ls and
+// expects sh to fail to run it), which Debian's dynamically linked busybox
+// is and busybox-static is not. hack/install-critest.sh fetches it; its
+// libraries come from the host.
+func dynamicBusybox() (v1.Image, error) {
+	bin := filepath.Join(os.Getenv("BUSYBOX_DIR"), "bin/busybox")
+	if os.Getenv("BUSYBOX_DIR") == "" {
+		bin = "/usr/local/lib/mine-critest/busybox/bin/busybox"
+	}
+	out, err := exec.Command("ldd", bin).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ldd %s (run hack/install-critest.sh): %w", bin, err)
+	}
+	libs := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		var p string
+		switch {
+		case len(f) >= 3 && f[1] == "=>":
+			p = f[2]
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			p = f[0]
+		default:
+			continue
+		}
+		libs[strings.TrimPrefix(p, "/")] = p
+	}
+	return testbed.BusyboxImageFrom(bin, libs)
 }
 
 // buildHelpers builds the helper programs, static, and returns them by
