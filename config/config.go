@@ -8,10 +8,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -192,6 +194,13 @@ func (c *Config) Validate() error {
 	}
 	if c.Registry.ConfigPath != "" && !filepath.IsAbs(c.Registry.ConfigPath) {
 		bad("registry.config_path", "must be an absolute path, got %q", c.Registry.ConfigPath)
+	}
+	for _, hosts := range [][]string{slices.Collect(maps.Keys(c.Registry.Mirrors)), slices.Collect(maps.Keys(c.Registry.Configs))} {
+		for _, host := range hosts {
+			if host == "" || host == "." || host == ".." || strings.ContainsAny(host, "/\\") {
+				bad("registry", "%q is not a registry host", host)
+			}
+		}
 	}
 	for host, m := range c.Registry.Mirrors {
 		for _, e := range m.Endpoints {

@@ -25,6 +25,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 			c.Runtimes["mine"] = Runtime{RuntimeType: DefaultRuntimeType, Options: RuntimeOptions{Root: "rel"}}
 		}},
 		{"registry.config_path", func(c *Config) { c.Registry.ConfigPath = "certs.d" }},
+		{"registry", func(c *Config) { c.Registry.Mirrors = map[string]Mirror{"../x": {Endpoints: []string{"https://m"}}} }},
 		{"cni.bin_dirs", func(c *Config) { c.CNI.BinDirs = nil }},
 		{"cni.conf_dir", func(c *Config) { c.CNI.ConfDir = "" }},
 		{"max_container_log_line_size", func(c *Config) { c.MaxContainerLogLineSize = -5 }},

@@ -56,6 +56,20 @@ func FromContainerd(plugins map[string]any) (cfg *Config, tr Translation, found 
 	if err := r.decode(&cfg.Registry.Mirrors, "registry.mirrors", criImages+".registry.mirrors", criGRPC+".registry.mirrors"); err != nil {
 		return nil, tr, true, err
 	}
+	// containerd takes an endpoint without a scheme as https (http for
+	// localhost); mine's own section wants the scheme spelt out.
+	for host, m := range cfg.Registry.Mirrors {
+		for i, e := range m.Endpoints {
+			if !strings.Contains(e, "://") {
+				scheme := "https://"
+				if h, _, _ := strings.Cut(e, ":"); h == "localhost" || h == "127.0.0.1" || h == "::1" {
+					scheme = "http://"
+				}
+				m.Endpoints[i] = scheme + e
+			}
+		}
+		cfg.Registry.Mirrors[host] = m
+	}
 	if err := r.decode(&cfg.Registry.Configs, "registry.configs", criImages+".registry.configs", criGRPC+".registry.configs"); err != nil {
 		return nil, tr, true, err
 	}
@@ -73,7 +87,7 @@ func FromContainerd(plugins map[string]any) (cfg *Config, tr Translation, found 
 		r.str(&cfg.StatsCollectPeriod, "stats_collect_period", criRuntime+".stats_collect_period")
 	}
 	// Off in containerd 1.x unless set, on in 2.x.
-	if _, v2 := plugins[criRuntime]; !v2 {
+	if containerd1x(plugins) {
 		cfg.EnableUnprivilegedPorts, cfg.EnableUnprivilegedICMP = false, false
 	}
 	r.bool(&cfg.EnableUnprivilegedPorts, "enable_unprivileged_ports", criRuntime+".enable_unprivileged_ports", criGRPC+".enable_unprivileged_ports")
@@ -90,6 +104,26 @@ func FromContainerd(plugins map[string]any) (cfg *Config, tr Translation, found 
 		return nil, tr, true, fmt.Errorf("containerd's CRI settings do not make a valid mine configuration: %w", err)
 	}
 	return cfg, tr, true, nil
+}
+
+// containerd1x tells a containerd 1.x config (all CRI settings in
+// io.containerd.grpc.v1.cri) from a 2.x one, which keeps only the stream
+// server there: the file's version is gone once containerd's loader has
+// migrated it.
+func containerd1x(plugins map[string]any) bool {
+	if _, ok := plugins[criRuntime]; ok {
+		return false
+	}
+	if _, ok := plugins[criImages]; ok {
+		return false
+	}
+	old, _ := plugins[criGRPC].(map[string]any)
+	for _, k := range []string{"containerd", "cni", "registry", "sandbox_image", "max_container_log_line_size", "restrict_oom_score_adj", "enable_unprivileged_ports", "enable_unprivileged_icmp"} {
+		if _, ok := old[k]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // runtimes maps the handlers. Those of containerd's runc shim become mine's
@@ -286,6 +320,10 @@ func (r *reader) ignored() []string {
 			return
 		}
 		line := fmt.Sprintf("%s = %v", quoteKey(prefix), v)
+		if strings.Contains(prefix, ".registry.") {
+			// Credentials and headers live there: the key is enough.
+			line = quoteKey(prefix) + " (value not shown)"
+		}
 		for suffix, reason := range why {
 			if strings.HasSuffix(prefix, "."+suffix) {
 				line += " (" + reason + ")"

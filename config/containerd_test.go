@@ -143,7 +143,7 @@ func TestLoadRefuses(t *testing.T) {
 		"bad translated value": {
 			"version = 3\n[plugins.'io.containerd.cri.v1.runtime']\n  max_container_log_line_size = -7\n", Section + ".max_container_log_line_size"},
 		"bad mirror": {
-			"version = 2\n[plugins.'io.containerd.grpc.v1.cri'.registry.mirrors.'docker.io']\n  endpoint = ['mirror']\n", "registry.mirrors.docker.io.endpoint"},
+			"version = 2\n[plugins.'io.containerd.grpc.v1.cri'.registry.mirrors.'docker.io']\n  endpoint = ['ftp://mirror']\n", "registry.mirrors.docker.io.endpoint"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "config.toml")
@@ -189,5 +189,42 @@ func TestWriteSectionRoundTrip(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "# Set there but not used by mine:") {
 		t.Errorf("no ignored keys in:\n%s", out.String())
+	}
+}
+
+// What containerd accepts of a 1.x config carries over: endpoints without
+// a scheme; secrets of keys mine does not take stay out of the log; a 2.x
+// config that sets only the stream server is not taken for a 1.x one.
+func TestTranslationDetails(t *testing.T) {
+	write := func(content string) string {
+		path := filepath.Join(t.TempDir(), "config.toml")
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	l, err := Load(context.Background(), write(`version = 2
+[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]
+  endpoint = ["mirror.example.com:5000", "localhost:5001", "http://plain.example.com"]
+[plugins."io.containerd.grpc.v1.cri".registry.auths."registry.example.com"]
+  password = "hunter2"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"https://mirror.example.com:5000", "http://localhost:5001", "http://plain.example.com"}
+	if got := l.Config.Registry.Mirrors["docker.io"].Endpoints; !reflect.DeepEqual(got, want) {
+		t.Errorf("endpoints %v, want %v", got, want)
+	}
+	ignored := strings.Join(l.Translation.Ignored, "\n")
+	if strings.Contains(ignored, "hunter2") || !strings.Contains(ignored, "registry.auths.registry.example.com.password (value not shown)") {
+		t.Errorf("ignored:\n%s", ignored)
+	}
+	l, err = Load(context.Background(), write("version = 3\n[plugins.'io.containerd.grpc.v1.cri']\n  stream_server_port = '10010'\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.Config.EnableUnprivilegedPorts || l.Config.StreamServerPort != "10010" {
+		t.Errorf("a 2.x stream-only config read as 1.x: %+v", l.Config)
 	}
 }

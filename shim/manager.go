@@ -60,6 +60,11 @@ func start(ctx context.Context, f flags, params *bootapi.BootstrapParams) (_ *bo
 		return nil, err
 	}
 
+	// containerd leaves the directory to the shims; after a reboot, /run is
+	// empty.
+	if err := os.MkdirAll(socketDir, 0o711); err != nil {
+		return nil, err
+	}
 	// Held until the shim serves or the container is claimed (claims.go).
 	unlock, err := lockGroup(path)
 	if err != nil {
@@ -82,6 +87,12 @@ func start(ctx context.Context, f flags, params *bootapi.BootstrapParams) (_ *bo
 		return result, nil
 	}
 	_ = os.RemoveAll(claimsDir(path)) // a dead shim's
+	// The new shim's first container is claimed too: until its Create
+	// comes, the shim must not leave for another container's Shutdown.
+	if err := claim(path, f.id); err != nil {
+		listener.Close()
+		return nil, err
+	}
 	var ours unix.Stat_t
 	if err := unix.Stat(path, &ours); err != nil {
 		listener.Close()

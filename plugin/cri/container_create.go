@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"fmt"
+	"os"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -81,8 +82,9 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 		return nil, toStatus(err)
 	}
 	defer func() {
-		if !created {
+		if !created && len(volumes) > 0 {
 			s.removeImageVolumes(ctx, volumes)
+			os.RemoveAll(s.containerDir(id))
 		}
 	}()
 	spec, err := s.containerSpec(ctx, id, specCfg, sb, image, imgCfg)

@@ -77,7 +77,9 @@ func (s *Service) reconcileLoop(ctx context.Context) {
 			s.sandboxState(m)
 		}
 		for _, m := range s.records.allContainers() {
-			if m.StartedAt == 0 || m.FinishedAt != 0 || (m.Process != nil && m.Process.alive()) {
+			// A record made before the process was kept is left to the
+			// exit events and to reconcileExits at each subscription.
+			if m.StartedAt == 0 || m.FinishedAt != 0 || m.Process == nil || m.Process.alive() {
 				continue
 			}
 			log.G(ctx).WithField("id", m.ID).Debug("container recorded running has no process: reaping")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/mount"
@@ -80,7 +81,13 @@ func (s *Service) prepareImageVolumes(ctx context.Context, id string, cfg *runti
 			Snapshot:      fmt.Sprintf("%s-image-volume-%d", id, n),
 			Target:        filepath.Join(s.containerDir(id), "image-volumes", fmt.Sprint(n)),
 		}
-		mounts, err := sn.View(ctx, v.Snapshot, identity.ChainID(diffIDs).String(), snapshots.WithLabels(map[string]string{labelSnapshotOf: id}))
+		// A root for containerd's garbage collector: the view lives as long
+		// as the container, which removes it (and start-up removes one
+		// whose container was never recorded).
+		mounts, err := sn.View(ctx, v.Snapshot, identity.ChainID(diffIDs).String(), snapshots.WithLabels(map[string]string{
+			labelSnapshotOf:         id,
+			"containerd.io/gc.root": time.Now().UTC().Format(time.RFC3339),
+		}))
 		if err != nil {
 			return nil, nil, fmt.Errorf("image volume at %s: %w", m.GetContainerPath(), err)
 		}

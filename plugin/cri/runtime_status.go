@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"runtime"
 	"slices"
 
@@ -59,17 +60,14 @@ func (s *Service) Status(ctx context.Context, r *runtimeapi.StatusRequest) (*run
 // by that name, and says "Unknown runtime handler" at every sync of such
 // a pod when it is missing. As with containerd's CRI.
 func (s *Service) runtimeHandlers(ctx context.Context) []*runtimeapi.RuntimeHandler {
-	names := make([]string, 0, len(s.config().Runtimes))
-	for name := range s.config().Runtimes {
-		names = append(names, name)
-	}
-	slices.Sort(names)
+	cfg := s.config()
+	names := slices.Sorted(maps.Keys(cfg.Runtimes))
 	var handlers []*runtimeapi.RuntimeHandler
-	if def, ok := s.config().Runtimes[s.config().DefaultRuntimeName]; ok {
+	if def, ok := cfg.Runtimes[cfg.DefaultRuntimeName]; ok {
 		handlers = append(handlers, &runtimeapi.RuntimeHandler{Name: "", Features: handlerFeatures(ctx, def)})
 	}
 	for _, name := range names {
-		handlers = append(handlers, &runtimeapi.RuntimeHandler{Name: name, Features: handlerFeatures(ctx, s.config().Runtimes[name])})
+		handlers = append(handlers, &runtimeapi.RuntimeHandler{Name: name, Features: handlerFeatures(ctx, cfg.Runtimes[name])})
 	}
 	return handlers
 }

@@ -56,6 +56,8 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	if err := validMetadataSize(cfg.GetLabels(), cfg.GetAnnotations()); err != nil {
 		return nil, toStatus(err)
 	}
+	s.reloadMu.RLock()
+	defer s.reloadMu.RUnlock()
 	handler, rt, err := s.runtimeFor(r.GetRuntimeHandler())
 	if err != nil {
 		return nil, toStatus(err)
@@ -259,10 +261,11 @@ func (s *Service) startPodInit(ctx context.Context, record containerd.Container,
 
 // runtimeFor resolves a runtime handler, "" meaning the default one.
 func (s *Service) runtimeFor(handler string) (string, config.Runtime, error) {
+	cfg := s.config()
 	if handler == "" {
-		handler = s.config().DefaultRuntimeName
+		handler = cfg.DefaultRuntimeName
 	}
-	rt, ok := s.config().Runtimes[handler]
+	rt, ok := cfg.Runtimes[handler]
 	if !ok {
 		return "", rt, invalid("no runtime handler " + handler + " is configured")
 	}

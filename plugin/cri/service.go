@@ -48,8 +48,11 @@ type Service struct {
 
 	client *containerd.Client
 	// cfg is the configuration in force; Reload replaces it whole.
-	cfg      atomic.Pointer[config.Config]
-	reloadMu sync.Mutex
+	cfg atomic.Pointer[config.Config]
+	// reloadMu: Reload holds it to write; a RunPodSandbox holds it to read
+	// from choosing its handler to recording the pod, so that a reload
+	// never removes a handler a pod is being made with.
+	reloadMu sync.RWMutex
 	rootDir  string
 	stateDir string
 

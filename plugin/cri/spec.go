@@ -29,6 +29,7 @@ import (
 // host paths, devices and namespaces as the host has them now) and builds
 // the container's OCI spec from it.
 func (s *Service) containerSpec(ctx context.Context, id string, cfg *runtimeapi.ContainerConfig, sb *sandboxMeta, image containerd.Image, imgCfg *ocispec.Image) (*specs.Spec, error) {
+	conf := s.config()
 	_, rt, err := s.runtimeFor(sb.RuntimeHandler)
 	if err != nil {
 		return nil, err
@@ -50,8 +51,8 @@ func (s *Service) containerSpec(ctx context.Context, id string, cfg *runtimeapi.
 			StateDir:   s.sandboxStateDir(sb.ID),
 		},
 		SystemdCgroup:     rt.Options.SystemdCgroup,
-		UnprivilegedPorts: s.config().EnableUnprivilegedPorts,
-		UnprivilegedICMP:  s.config().EnableUnprivilegedICMP,
+		UnprivilegedPorts: conf.EnableUnprivilegedPorts,
+		UnprivilegedICMP:  conf.EnableUnprivilegedICMP,
 	}
 	if slices.ContainsFunc(cfg.GetMounts(), (*runtimeapi.Mount).GetRecursiveReadOnly) {
 		in.RecursiveReadOnly = handlerFeatures(ctx, rt).RecursiveReadOnlyMounts

@@ -636,7 +636,7 @@ func podSysctls(c *Container) map[string]string {
 	}
 	// As containerd: not in a user namespace, whose groups the range
 	// would name from the host's side.
-	if c.UnprivilegedICMP && pod.GetSecurityContext().GetNamespaceOptions().GetUsernsOptions().GetMode() != runtimeapi.NamespaceMode_POD {
+	if u := pod.GetSecurityContext().GetNamespaceOptions().GetUsernsOptions(); c.UnprivilegedICMP && (u == nil || u.GetMode() == runtimeapi.NamespaceMode_NODE) {
 		defaults["net.ipv4.ping_group_range"] = "0 2147483647"
 	}
 	if len(defaults) == 0 {
