@@ -83,6 +83,8 @@ func TestShimNeverGivenAContainerLeaves(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(socketDir)
+	// Not there yet, as /run/containerd/s after a reboot: start makes it.
+	socketDir = filepath.Join(socketDir, "s")
 	params, err := proto.Marshal(&bootapi.BootstrapParams{
 		InstanceID: id, Namespace: namespace,
 		ContainerdGrpcAddress: daemon.Address, ContainerdTtrpcAddress: daemon.Address + ".ttrpc",
