@@ -138,6 +138,7 @@ func (is *imageService) writeHostFiles(reg mineconfig.Registry) error {
 			return err
 		}
 	}
+	previous, _ := os.Readlink(is.hostsDir)
 	link := dir + ".link"
 	if err := os.Symlink(filepath.Base(dir), link); err != nil {
 		return err
@@ -145,10 +146,11 @@ func (is *imageService) writeHostFiles(reg mineconfig.Registry) error {
 	if err := os.Rename(link, is.hostsDir); err != nil {
 		return err
 	}
-	// Earlier sets, and any a crash left half made.
+	// Sets before the previous one, and any a crash left half made: the
+	// previous set stays, for a pull that resolved the link just before.
 	stale, _ := filepath.Glob(is.hostsDir + ".*")
 	for _, p := range stale {
-		if p != dir {
+		if p != dir && filepath.Base(p) != previous {
 			_ = os.RemoveAll(p)
 		}
 	}
