@@ -234,7 +234,7 @@ func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*em
 	if freshClaims(s.socket) > 0 {
 		// Looked at again once the claims are stale: a Create that never
 		// comes must not keep the shim up for ever.
-		time.AfterFunc(claimTTL, func() { _, _ = s.Shutdown(context.Background(), &taskAPI.ShutdownRequest{}) })
+		s.leaveIfIdleLater()
 		return empty, nil
 	}
 	// A Create counts in creating before it removes its claim: a shim

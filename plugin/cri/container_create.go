@@ -87,7 +87,12 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 			os.RemoveAll(s.containerDir(id))
 		}
 	}()
-	spec, err := s.containerSpec(ctx, id, specCfg, sb, image, imgCfg)
+	conf := s.config()
+	_, rt, err := s.runtimeFor(sb.RuntimeHandler)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	spec, err := s.containerSpec(ctx, id, specCfg, sb, rt, conf, image, imgCfg)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -96,10 +101,6 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 			s.unpinTargetPIDNamespace(id)
 		}
 	}()
-	_, rt, err := s.runtimeFor(sb.RuntimeHandler)
-	if err != nil {
-		return nil, toStatus(err)
-	}
 	raw, err := proto.Marshal(cfg)
 	if err != nil {
 		return nil, toStatus(err)
@@ -118,7 +119,7 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 		ImageVolumes: volumes,
 	}
 	_, err = s.client.NewContainer(ctx, id,
-		containerd.WithSnapshotter(s.config().Snapshotter),
+		containerd.WithSnapshotter(conf.Snapshotter),
 		containerd.WithNewSnapshot(id, image, snapshots.WithLabels(map[string]string{labelSnapshotOf: id})),
 		// After the snapshot is made: it must go with the failure.
 		func(ctx context.Context, _ *containerd.Client, _ *containers.Container) error {
@@ -131,7 +132,7 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 		containerd.NewContainerOpts(withMeta(meta)),
 	)
 	if err != nil {
-		if rerr := s.client.SnapshotService(s.config().Snapshotter).Remove(ctx, id); rerr != nil && !errdefs.IsNotFound(rerr) {
+		if rerr := s.client.SnapshotService(conf.Snapshotter).Remove(ctx, id); rerr != nil && !errdefs.IsNotFound(rerr) {
 			err = fmt.Errorf("%w (and removing its snapshot: %v)", err, rerr)
 		}
 		return nil, toStatus(fmt.Errorf("create container: %w", err))

@@ -79,7 +79,7 @@ func (s *Service) prepareImageVolumes(ctx context.Context, id string, cfg *runti
 			ContainerPath: m.GetContainerPath(),
 			ImageID:       ci.id,
 			Snapshot:      fmt.Sprintf("%s-image-volume-%d", id, n),
-			Target:        filepath.Join(s.containerDir(id), "image-volumes", fmt.Sprint(n)),
+			Target:        filepath.Join(s.imageVolumesDir(id), fmt.Sprint(n)),
 		}
 		// A root for containerd's garbage collector: the view lives as long
 		// as the container, which removes it (and start-up removes one
@@ -135,6 +135,11 @@ func unwrapPath(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// imageVolumesDir is where a container's image volumes are mounted.
+func (s *Service) imageVolumesDir(id string) string {
+	return filepath.Join(s.containerDir(id), "image-volumes")
 }
 
 // removeImageVolumes unmounts and releases a container's image volumes;

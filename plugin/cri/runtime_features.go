@@ -27,7 +27,7 @@ import (
 // are not implemented yet.
 func handlerFeatures(ctx context.Context, rt config.Runtime) *runtimeapi.RuntimeHandlerFeatures {
 	return &runtimeapi.RuntimeHandlerFeatures{
-		RecursiveReadOnlyMounts: kernelSupportsRRO() && slices.Contains(ociMountOptions(ctx, ociBinary(rt)), "rro"),
+		RecursiveReadOnlyMounts: kernelSupportsRRO() && slices.Contains(ociRuntimeInfo(ctx, ociBinary(rt)).MountOptions, "rro"),
 		UserNamespaces:          false,
 	}
 }
@@ -65,11 +65,6 @@ var ociRuntimes sync.Map // string -> ociRuntime
 
 // featuresTimeout bounds `runc features`, which only prints what it knows.
 const featuresTimeout = 10 * time.Second
-
-// ociMountOptions are the mount options an OCI runtime knows.
-func ociMountOptions(ctx context.Context, binary string) []string {
-	return ociRuntimeInfo(ctx, binary).MountOptions
-}
 
 // ociRuntimeInfo asks an OCI runtime what it supports, once: its
 // `features` command (runc 1.1 and later, crun 1.9 and later), else its

@@ -37,7 +37,7 @@ func TestSpecVersionFor(t *testing.T) {
 			if got := specVersionFor(ctx, rt); got != tc.want {
 				t.Fatalf("spec version %q, want %q", got, tc.want)
 			}
-			if opts := ociMountOptions(ctx, rt.Options.BinaryName); len(opts) != 0 {
+			if opts := ociRuntimeInfo(ctx, rt.Options.BinaryName).MountOptions; len(opts) != 0 {
 				t.Fatalf("mount options %v from a runtime without features", opts)
 			}
 		})

@@ -21,6 +21,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/mine-runtime/mine/config"
 	"github.com/mine-runtime/mine/plugin/podns"
 	"github.com/mine-runtime/mine/plugin/spec"
 )
@@ -28,12 +29,8 @@ import (
 // containerSpec gathers what package spec needs (the image's users, the
 // host paths, devices and namespaces as the host has them now) and builds
 // the container's OCI spec from it.
-func (s *Service) containerSpec(ctx context.Context, id string, cfg *runtimeapi.ContainerConfig, sb *sandboxMeta, image containerd.Image, imgCfg *ocispec.Image) (*specs.Spec, error) {
-	conf := s.config()
-	_, rt, err := s.runtimeFor(sb.RuntimeHandler)
-	if err != nil {
-		return nil, err
-	}
+func (s *Service) containerSpec(ctx context.Context, id string, cfg *runtimeapi.ContainerConfig, sb *sandboxMeta, rt config.Runtime, conf *config.Config, image containerd.Image, imgCfg *ocispec.Image) (*specs.Spec, error) {
+	var err error
 	// Refused before anything is looked up or made.
 	if err := spec.Validate(cfg, sb.config); err != nil {
 		return nil, err

@@ -296,7 +296,7 @@ func (s *Service) sweepOrphanSnapshots(ctx context.Context, records []containerd
 	for _, key := range orphans {
 		// An image volume's view is mounted in the container's directory.
 		if of, _, ok := strings.Cut(key, "-image-volume-"); ok {
-			volumes, _ := filepath.Glob(filepath.Join(s.containerDir(of), "image-volumes", "*"))
+			volumes, _ := filepath.Glob(filepath.Join(s.imageVolumesDir(of), "*"))
 			for _, target := range volumes {
 				_ = mount.UnmountAll(target, unix.MNT_DETACH)
 			}
