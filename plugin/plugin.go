@@ -11,6 +11,7 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/plugins"
+	"github.com/containerd/containerd/v2/version"
 	"github.com/containerd/log"
 	"github.com/containerd/plugin"
 	"github.com/containerd/plugin/registry"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/mine-runtime/mine/config"
 	"github.com/mine-runtime/mine/plugin/cri"
+	"github.com/mine-runtime/mine/plugin/nri"
 )
 
 // ID is the plugin's ID; with its type it makes the config section name
@@ -36,6 +38,8 @@ func init() {
 			plugins.SandboxStorePlugin,
 			plugins.TransferPlugin,
 			plugins.MountManagerPlugin,
+			// Its section configures NRI, which this plugin runs.
+			plugins.NRIApiPlugin,
 		},
 		InitFn: initPlugin,
 	})
@@ -74,12 +78,18 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("containerd client: %w", err)
 	}
+	nriConfig, err := nriSection(ic)
+	if err != nil {
+		return nil, err
+	}
 	svc, err := cri.New(ic.Context, cri.Options{
 		Client:   client,
 		Config:   cfg,
 		RootDir:  ic.Properties[plugins.PropertyRootDir],
 		StateDir: ic.Properties[plugins.PropertyStateDir],
 		Address:  ic.Properties[plugins.PropertyGRPCAddress],
+		NRI:      nriConfig,
+		Version:  version.Version,
 	})
 	if err != nil {
 		return nil, err
@@ -90,6 +100,22 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 	log.G(ic.Context).WithField("default_runtime", cfg.DefaultRuntimeName).
 		WithField("root", filepath.Clean(ic.Properties[plugins.PropertyRootDir])).Info("mine CRI plugin ready")
 	return &Plugin{cri: svc}, nil
+}
+
+// nriSection is containerd's NRI section as containerd decoded it, nil
+// when NRI is off: disabled there, or its plugin among disabled_plugins.
+// containerd's own NRI plugin reads the section and is only started by
+// containerd's CRI; this plugin runs NRI in its place.
+func nriSection(ic *plugin.InitContext) (*nri.Config, error) {
+	p := ic.Plugins().Get(plugins.NRIApiPlugin, "nri")
+	if p == nil {
+		return nil, nil
+	}
+	cfg, err := nri.ConfigFrom(p.Config)
+	if err != nil || cfg.Disable {
+		return nil, err
+	}
+	return &cfg, nil
 }
 
 // logSource says once where the configuration came from; translated from

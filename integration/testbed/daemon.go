@@ -90,8 +90,12 @@ func NewDaemonWithConfig(dir, binDir string, config func(d *Daemon) ([]byte, err
 func (d *Daemon) CNIConfDir() string       { return filepath.Join(d.Dir, "cni/net.d") }
 func (d *Daemon) RegistryHostsDir() string { return filepath.Join(d.Dir, "certs.d") }
 
+// NRISocket is where the daemon listens for NRI plugins.
+func (d *Daemon) NRISocket() string { return filepath.Join(d.Dir, "nri.sock") }
+
 // baseConfig is the config.toml both daemons share: their own root,
-// state, sockets and opt directory, and no NRI socket in a host path.
+// state, sockets and opt directory, and NRI on (as by default) with its
+// socket and plugin directories of their own, none in a host path.
 func (d *Daemon) baseConfig() string {
 	return fmt.Sprintf(`version = 3
 root = %q
@@ -108,8 +112,11 @@ imports = []
   path = %q
 
 [plugins."io.containerd.nri.v1.nri"]
-  disable = true
-`, filepath.Join(d.Dir, "root"), filepath.Join(d.Dir, "state"), d.Address, d.Address+".ttrpc", filepath.Join(d.Dir, "opt"))
+  socket_path = %q
+  plugin_path = %q
+  plugin_config_path = %q
+`, filepath.Join(d.Dir, "root"), filepath.Join(d.Dir, "state"), d.Address, d.Address+".ttrpc", filepath.Join(d.Dir, "opt"),
+		d.NRISocket(), filepath.Join(d.Dir, "nri/plugins"), filepath.Join(d.Dir, "nri/conf.d"))
 }
 
 // newDaemon lays out a daemon's directory and its pod network.

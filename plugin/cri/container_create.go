@@ -117,6 +117,21 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 		CreatedAt:    nowNano(),
 		StopSignal:   imgCfg.Config.StopSignal,
 		ImageVolumes: volumes,
+		config:       cfg,
+	}
+	// Until the container is recorded, a plugin that connects waits: it
+	// then finds the container in its Synchronize, or is told of it here.
+	unblock := s.nri.BlockSync()
+	defer unblock()
+	defer func() {
+		if !created && s.nri.Active() {
+			// Plugins may have set something up for it.
+			s.nriContainerStopped(ctx, nil, meta)
+			s.nriContainerRemoved(ctx, nil, meta)
+		}
+	}()
+	if err := s.nriCreateContainer(ctx, sb, meta, spec); err != nil {
+		return nil, toStatus(err)
 	}
 	_, err = s.client.NewContainer(ctx, id,
 		containerd.WithSnapshotter(conf.Snapshotter),
@@ -139,6 +154,8 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 	}
 	created = true
 	s.records.putContainer(meta)
+	unblock()
+	s.nriContainerCreated(ctx, meta, spec)
 	s.publish(ctx, id, sandboxID, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }

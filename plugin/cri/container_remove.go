@@ -44,6 +44,12 @@ func (s *Service) removeContainer(ctx context.Context, id string) error {
 			return err
 		}
 	}
+	if m.FinishedAt == 0 {
+		// Never ran: plugins hear it stopped before it goes, as of any
+		// other container.
+		s.nriContainerStopped(ctx, c, m)
+	}
+	s.nriContainerRemoved(ctx, c, m)
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return err
 	}

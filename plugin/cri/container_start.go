@@ -86,13 +86,17 @@ func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContain
 	if task, err = c.NewTask(ctx, s.logIO(m, stdin)); err != nil {
 		return nil, toStatus(fmt.Errorf("create task: %w", err))
 	}
+	if err := s.nriStartContainer(ctx, c, m, task.Pid()); err != nil {
+		return nil, toStatus(err)
+	}
 	if err := task.Start(ctx); err != nil {
 		return nil, toStatus(fmt.Errorf("start container: %w", err))
 	}
 	started := processIdentity(task.Pid())
-	if _, err := s.updateContainerMeta(ctx, c, func(m *containerMeta) { m.StartedAt, m.Process = nowNano(), started }); err != nil {
+	if m, err = s.updateContainerMeta(ctx, c, func(m *containerMeta) { m.StartedAt, m.Process = nowNano(), started }); err != nil {
 		return nil, toStatus(err)
 	}
+	s.nriContainerStarted(ctx, c, m)
 	s.initTriggers.fire(m.SandboxID)
 	s.observePodStart(m)
 	return &runtimeapi.StartContainerResponse{}, nil

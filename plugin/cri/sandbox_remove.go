@@ -32,6 +32,7 @@ func (s *Service) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodS
 	defer unlock()
 	c, m, err := s.loadSandbox(ctx, id)
 	if err == nil {
+		s.nriPodRemoved(ctx, m)
 		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			return nil, toStatus(err)
 		}

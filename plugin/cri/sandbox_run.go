@@ -211,6 +211,15 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	meta.IPs = ips
 	meta.Init = init.process
 	meta.Namespaces.PID = init.pidns
+	meta.config = cfg
+	// Until the pod is recorded, a plugin that connects waits: it then
+	// finds the pod in its Synchronize, or is told of it here, not neither.
+	unblock := s.nri.BlockSync()
+	defer unblock()
+	undo = append(undo, func() { s.nriPodRemoved(cleanupCtx, meta) })
+	if err := s.nriRunPod(ctx, meta); err != nil {
+		return nil, toStatus(err)
+	}
 	meta.Unfinished = false
 	if err := s.saveSandbox(ctx, record, meta); err != nil {
 		return nil, toStatus(err)

@@ -60,6 +60,10 @@ func (s *Service) stopSandbox(ctx context.Context, id string) error {
 	if err := stops.Wait(); err != nil {
 		return err
 	}
+	if m.Ready {
+		// Only the stop that ends the pod: a second is not news.
+		s.nriPodStopped(ctx, m)
+	}
 	var teardown errgroup.Group
 	teardown.Go(func() error {
 		if err := deleteTask(ctx, c); err != nil {

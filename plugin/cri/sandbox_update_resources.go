@@ -11,7 +11,7 @@ import (
 // kubelet resized it in place. kubelet sets the pod's cgroup itself; as
 // containerd's CRI does (without NRI), the runtime records the pod's
 // resources and overhead, here in its CRI config, so that they survive a
-// restart and show in the verbose status.
+// restart and show in the verbose status. NRI plugins are asked first.
 func (s *Service) UpdatePodSandboxResources(ctx context.Context, r *runtimeapi.UpdatePodSandboxResourcesRequest) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
 	ctx = s.nsContext(ctx)
 	id, err := s.names.resolve(kindSandbox, r.GetPodSandboxId())
@@ -22,6 +22,9 @@ func (s *Service) UpdatePodSandboxResources(ctx context.Context, r *runtimeapi.U
 	defer unlock()
 	c, m, err := s.loadSandbox(ctx, id)
 	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.nriUpdatePod(ctx, m, r.GetOverhead(), r.GetResources()); err != nil {
 		return nil, toStatus(err)
 	}
 	if m.config.Linux == nil {
@@ -35,5 +38,6 @@ func (s *Service) UpdatePodSandboxResources(ctx context.Context, r *runtimeapi.U
 	if err := s.saveSandbox(ctx, c, m); err != nil {
 		return nil, toStatus(err)
 	}
+	s.nriPodUpdated(ctx, m)
 	return &runtimeapi.UpdatePodSandboxResourcesResponse{}, nil
 }

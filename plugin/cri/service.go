@@ -25,6 +25,7 @@ import (
 	"k8s.io/cri-streaming/pkg/streaming"
 
 	"github.com/mine-runtime/mine/config"
+	"github.com/mine-runtime/mine/plugin/nri"
 	"github.com/mine-runtime/mine/plugin/spec"
 )
 
@@ -39,6 +40,10 @@ type Options struct {
 	RootDir  string // persistent: survives reboots
 	StateDir string // volatile: pods' namespaces, /dev/shm, hosts files
 	Address  string // containerd's socket
+	// NRI is containerd's NRI section; nil: NRI off.
+	NRI *nri.Config
+	// Version is the daemon's, which NRI plugins are told.
+	Version string
 }
 
 // Service is the CRI server.
@@ -65,6 +70,7 @@ type Service struct {
 	users imageUsers
 
 	events *eventBroker
+	nri    *nri.Runtime // nil: NRI off
 	locks  keyedMutex
 	cpu    cpuSamples
 	stats  *statsCollector
@@ -115,6 +121,18 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	}
 	if err := s.startStreaming(ctx); err != nil {
 		return nil, err
+	}
+	if o.NRI != nil {
+		// Started once the records are in: a plugin is synchronised with
+		// every pod and container there is.
+		if s.nri, err = nri.New(*o.NRI, "mine", o.Version, s.nriSync, s.nriUpdate); err != nil {
+			return nil, fmt.Errorf("NRI: %w", err)
+		}
+		if s.nri != nil {
+			if err := s.nri.Start(); err != nil {
+				return nil, fmt.Errorf("NRI: %w", err)
+			}
+		}
 	}
 	go s.watchExits(context.WithoutCancel(ctx))
 	go s.reconcileLoop(context.WithoutCancel(ctx))

@@ -229,6 +229,7 @@ func (s *Service) updateContainerMeta(ctx context.Context, c containerd.Containe
 	}
 	if finished == 0 && m.FinishedAt != 0 {
 		s.publish(ctx, m.ID, m.SandboxID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+		s.nriContainerStopped(ctx, c, m)
 	}
 	return m, nil
 }

@@ -31,7 +31,7 @@ import (
 // process is named nginx with nginx's rewritten process title, for HostPID
 // and ContainerPID; the default image's shell is Debian's dynamic busybox
 // (dynamicBusybox), for MaskedPaths.
-const skip = `NRI|[Cc]heckpoint|SELinux|[Aa]pp[Aa]rmor|[Uu]ser[Nn]amespace|with digest|all kinds of references`
+const skip = `[Cc]heckpoint|SELinux|[Aa]pp[Aa]rmor|[Uu]ser[Nn]amespace|with digest|all kinds of references`
 
 func main() {
 	binDir := flag.String("bin", "bin", "directory with containerd and containerd-shim-mine-v2")
@@ -65,6 +65,7 @@ func run(binDir, focus string) (retErr error) {
 	endpoint := "unix://" + bed.Daemon.Address
 	args := []string{
 		"-runtime-endpoint", endpoint, "-image-endpoint", endpoint,
+		"-nri-socket", bed.Daemon.NRISocket(),
 		"-ginkgo.no-color", "-ginkgo.skip", skip, "-ginkgo.timeout", "25m",
 	}
 	if focus != "" {
