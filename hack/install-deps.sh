@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs, idempotently, everything the tests and the demo need on a fresh
-# Debian machine: runc (built with seccomp), crun, the CNI plugins, busybox-static,
+# Debian machine: runc (built with seccomp), crun, criu, the CNI plugins, busybox-static,
 # crictl, and stock containerd v2.4.2 binaries (ctr, and the runc shim we
 # compare with).
 # Everything goes to $PREFIX (default /usr/local) and /opt/cni/bin.
@@ -25,6 +25,9 @@ command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 # crun: the second OCI runtime the tests run pods with (a runtime handler).
 command -v crun >/dev/null 2>&1 || need_apt+=(crun)
+# criu: what checkpoints need (bookworm's 3.17 cannot run on Linux 6.18;
+# the checkpoint RPCs then say so).
+command -v criu >/dev/null 2>&1 || need_apt+=(criu)
 if [ ${#need_apt[@]} -gt 0 ]; then
 	log "apt-get install ${need_apt[*]}"
 	apt-get update -qq

@@ -2,10 +2,12 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -97,10 +99,10 @@ func hybridWithV2Controllers() bool {
 	return err == nil && strings.TrimSpace(string(data)) != ""
 }
 
-// A pod asking for a user namespace of its own is refused (not run in the
-// host's, which is what it asked not to be) until they are implemented,
-// with Unimplemented; modes no pod can have are InvalidArgument. Nothing
-// is made for either.
+// User namespace modes no pod can have are InvalidArgument, and a pod of
+// its own user namespace on a handler whose OCI runtime has no idmapped
+// mounts (Debian's crun 1.8.1) FailedPrecondition; nothing is made for
+// any of them. Status says which handlers can.
 func TestCRIUserNamespacePodsRefused(t *testing.T) {
 	c := newCRI(t)
 	ctx := testContext(t)
@@ -110,17 +112,21 @@ func TestCRIUserNamespacePodsRefused(t *testing.T) {
 	}
 	mapping := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: 100000, Length: 65536}}
 	for _, tc := range []struct {
-		userns *runtimeapi.UserNamespace
-		code   codes.Code
+		userns  *runtimeapi.UserNamespace
+		handler string
+		code    codes.Code
 	}{
-		{&runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: mapping, Gids: mapping}, codes.Unimplemented},
-		{&runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_CONTAINER}, codes.InvalidArgument},
+		{&runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: mapping, Gids: mapping}, "crun", codes.FailedPrecondition},
+		{&runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: append(mapping, mapping...), Gids: mapping}, "", codes.InvalidArgument},
+		{&runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: []*runtimeapi.IDMapping{{ContainerId: 1, HostId: 100000, Length: 10}}, Gids: mapping}, "", codes.InvalidArgument},
+		{&runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_CONTAINER}, "", codes.InvalidArgument},
+		{&runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_TARGET}, "", codes.InvalidArgument},
 	} {
 		pod := podConfig(t, "userns")
 		pod.Linux.SecurityContext.NamespaceOptions.UsernsOptions = tc.userns
-		_, err := c.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
+		_, err := c.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod, RuntimeHandler: tc.handler})
 		if status.Code(err) != tc.code {
-			t.Errorf("user namespace mode %s: %v, want %s", tc.userns.Mode, err, tc.code)
+			t.Errorf("user namespace %v on handler %q: %v, want %s", tc.userns, tc.handler, err, tc.code)
 		}
 	}
 	after, err := c.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
@@ -130,7 +136,82 @@ func TestCRIUserNamespacePodsRefused(t *testing.T) {
 	if len(after.Items) != len(before.Items) {
 		t.Fatalf("refused pods were made: %d pods, %d before", len(after.Items), len(before.Items))
 	}
+	st, err := c.Status(ctx, &runtimeapi.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range st.RuntimeHandlers {
+		if want := h.Name != "crun"; h.Features.GetUserNamespaces() != want {
+			t.Errorf("handler %q: user namespaces %v, want %v", h.Name, h.Features.GetUserNamespaces(), want)
+		}
+	}
 	node := podConfig(t, "userns-node")
 	node.Linux.SecurityContext.NamespaceOptions.UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE}
 	c.runPod(t, node) // kubelet's hostUsers: true
+}
+
+// TestCRIUserNamespacePod runs pods as kubelet runs hostUsers: false: the
+// containers' root is host ID 200000, their image files are theirs (an
+// idmapped root file system), a volume kubelet gives mappings is idmapped,
+// and the pod owns its network, hostname and, shared, its PID namespace.
+func TestCRIUserNamespacePod(t *testing.T) {
+	c := newCRI(t)
+	c.pullBusybox(t)
+	mapping := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: 200000, Length: 65536}}
+	for _, pidMode := range []runtimeapi.NamespaceMode{runtimeapi.NamespaceMode_CONTAINER, runtimeapi.NamespaceMode_POD} {
+		t.Run(pidMode.String(), func(t *testing.T) {
+			pod := podConfig(t, "userns-pod")
+			opts := pod.Linux.SecurityContext.NamespaceOptions
+			opts.Pid = pidMode
+			opts.UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: mapping, Gids: mapping}
+			podID := c.runPod(t, pod)
+
+			vol := t.TempDir() // the host's root owns it
+			cfg := containerConfig("main", "sleep 1000")
+			cfg.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: opts}
+			cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", HostPath: vol, UidMappings: mapping, GidMappings: mapping}}
+			id := c.startContainer(t, podID, pod, cfg)
+
+			if got := strings.Fields(mustExec(t, c, id, "cat", "/proc/self/uid_map")); strings.Join(got, " ") != "0 200000 65536" {
+				t.Errorf("uid_map: %q", got)
+			}
+			if uid := hostUID(t, c.pid(t, id)); uid != "200000" {
+				t.Errorf("the container's root is host UID %s, want 200000", uid)
+			}
+			// The image's files are root's in the container, and its root
+			// file system writable by it.
+			if got := mustExec(t, c, id, "sh", "-c", "stat -c %u /bin/busybox; touch /new && stat -c %u /new"); got != "0\n0\n" {
+				t.Errorf("owners of an image file and a new file: %q", got)
+			}
+			if got := mustExec(t, c, id, "sh", "-c", "stat -c %u /vol; touch /vol/f"); got != "0\n" {
+				t.Errorf("owner of the idmapped volume: %q", got)
+			}
+			var st syscall.Stat_t
+			if err := syscall.Stat(filepath.Join(vol, "f"), &st); err != nil || st.Uid != 0 {
+				t.Errorf("a file the container's root made in the volume is host UID %d (%v), want 0 through the idmapped mount", st.Uid, err)
+			}
+			if got := mustExec(t, c, id, "hostname"); got != "userns-pod\n" {
+				t.Errorf("hostname: %q", got)
+			}
+			if out := mustExec(t, c, id, "cat", "/sys/class/net/eth0/operstate"); strings.TrimSpace(out) != "up" {
+				t.Errorf("the pod's eth0 in its sysfs: %q", out)
+			}
+		})
+	}
+}
+
+// hostUID is a process's real UID as the host sees it.
+func hostUID(t *testing.T, pid int) string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
+			return f[1]
+		}
+	}
+	t.Fatalf("no Uid line in /proc/%d/status", pid)
+	return ""
 }

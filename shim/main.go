@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
-	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/v2/version"
 	"github.com/containerd/log"
 	"github.com/mine-runtime/mine/extension"
@@ -67,7 +66,11 @@ func run() error {
 		fmt.Printf("%s:\n  Version:  %s\n  Revision: %s\n  Go version: %s\n", filepath.Base(os.Args[0]), version.Version, version.Revision, version.GoVersion)
 		return nil
 	case info:
-		return writeProto(runtimeInfo())
+		ri, err := runtimeInfo(os.Stdin)
+		if err != nil {
+			return err
+		}
+		return writeProto(ri)
 	}
 	if f.namespace == "" {
 		return errors.New("shim namespace cannot be empty")
@@ -115,11 +118,4 @@ func writeProto(m proto.Message) error {
 	}
 	_, err = os.Stdout.Write(data)
 	return err
-}
-
-func runtimeInfo() *types.RuntimeInfo {
-	return &types.RuntimeInfo{
-		Name:    RuntimeName,
-		Version: &types.RuntimeVersion{Version: version.Version, Revision: version.Revision},
-	}
 }

@@ -48,6 +48,7 @@ var podTests = []podTest{
 	{"setuid", true, checkSetuid},
 	{"logrotate", true, checkLogRotation},
 	{"probe-timeout", false, checkProbeTimeout},
+	{"userns", true, checkUserNamespace},
 }
 
 // TestNode checks each pod, all in parallel since they run together, then
@@ -177,6 +178,20 @@ func checkHostNetwork(t *testing.T, name string) {
 func checkShareProcessNamespace(t *testing.T, name string) {
 	waitPod(t, name, startTimeout, "running", pod.allRunning)
 	waitLog(t, name, "watcher", 30*time.Second, "saw the sleeper")
+}
+
+func checkUserNamespace(t *testing.T, name string) {
+	waitPod(t, name, startTimeout, "running", pod.allRunning)
+	log := waitLog(t, name, "main", 30*time.Second, "volume-owner=")
+	m := regexp.MustCompile(`uid_map=\s*0 (\d+) (\d+)`).FindStringSubmatch(log)
+	if m == nil || m[1] == "0" || m[2] != "65536" {
+		t.Fatalf("the container's uid_map in %q: want 0 mapped to a host ID other than 0, 65536 IDs", log)
+	}
+	for _, want := range []string{"owner=0", "volume-owner=0"} {
+		if !slices.Contains(strings.Split(log, "\n"), want) {
+			t.Errorf("%q not in %q: the image or the emptyDir is not the pod root's", want, log)
+		}
+	}
 }
 
 func checkHostPaths(t *testing.T, name string) {

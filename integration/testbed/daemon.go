@@ -111,10 +111,14 @@ imports = []
 [plugins."io.containerd.internal.v1.opt"]
   path = %q
 
+# critest holds a plugin in its Synchronize for 2 s, NRI's default request
+# timeout, after which NRI drops the plugin (containerd's behaviour, which
+# critest then reports as containers lost); 5 s lets the spec see that none is.
 [plugins."io.containerd.nri.v1.nri"]
   socket_path = %q
   plugin_path = %q
   plugin_config_path = %q
+  plugin_request_timeout = "5s"
 `, filepath.Join(d.Dir, "root"), filepath.Join(d.Dir, "state"), d.Address, d.Address+".ttrpc", filepath.Join(d.Dir, "opt"),
 		d.NRISocket(), filepath.Join(d.Dir, "nri/plugins"), filepath.Join(d.Dir, "nri/conf.d"))
 }
@@ -131,6 +135,12 @@ func newDaemon(dir, binDir string) (*Daemon, error) {
 		ShimBinary:   "containerd-shim-mine-v2",
 		cgroups:      takeCgroupSnapshot(),
 		Network:      newCNINetwork(dir),
+	}
+	// Traversable, as containerd's own /var/lib/containerd and
+	// /run/containerd are: the root of a pod in a user namespace of its
+	// own reaches its root file system through it.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return nil, err
 	}
 	for _, sub := range []string{"root", "state", "cni/net.d", "certs.d", "opt"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o711); err != nil {

@@ -13,6 +13,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/mine-runtime/mine/failpoint"
+	ocispec "github.com/mine-runtime/mine/plugin/spec"
 )
 
 // CreateContainer creates a container in a pod: a containerd container
@@ -135,7 +136,7 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 	}
 	_, err = s.client.NewContainer(ctx, id,
 		containerd.WithSnapshotter(conf.Snapshotter),
-		containerd.WithNewSnapshot(id, image, snapshots.WithLabels(map[string]string{labelSnapshotOf: id})),
+		containerd.WithNewSnapshot(id, image, append(rootfsRemap(sb.config), snapshots.WithLabels(map[string]string{labelSnapshotOf: id}))...),
 		// After the snapshot is made: it must go with the failure.
 		func(ctx context.Context, _ *containerd.Client, _ *containers.Container) error {
 			return failpoint.Inject(ctx, failpoint.ContainerRecord)
@@ -158,4 +159,15 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 	s.nriContainerCreated(ctx, meta, spec)
 	s.publish(ctx, id, sandboxID, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}
+
+// rootfsRemap has the snapshotter map a container's root file system to
+// its pod's user namespace, if it has one: with idmapped mounts where the
+// kernel has them for overlayfs, else a chowned copy of the image.
+func rootfsRemap(pod *runtimeapi.PodSandboxConfig) []snapshots.Opt {
+	u := ocispec.PodUserNamespaceOf(pod)
+	if u == nil {
+		return nil
+	}
+	return []snapshots.Opt{containerd.WithUserNSRemapperLabels(ocispec.IDMappings(u.GetUids()), ocispec.IDMappings(u.GetGids()))}
 }

@@ -56,7 +56,7 @@ func (s *Service) nriPod(m *sandboxMeta) *api.PodSandbox {
 			PodOverhead:  s.nriResources(cfg.GetLinux().GetOverhead()),
 		},
 	}
-	for typ, path := range map[string]string{"network": m.Namespaces.Net, "ipc": m.Namespaces.IPC, "uts": m.Namespaces.UTS, "pid": m.Namespaces.PID} {
+	for typ, path := range map[string]string{"network": m.Namespaces.Net, "ipc": m.Namespaces.IPC, "uts": m.Namespaces.UTS, "pid": m.Namespaces.PID, "user": m.Namespaces.User} {
 		if path != "" {
 			p.Linux.Namespaces = append(p.Linux.Namespaces, &api.LinuxNamespace{Type: typ, Path: path})
 		}

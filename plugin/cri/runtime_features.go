@@ -23,12 +23,14 @@ import (
 // handlerFeatures is what Status tells kubelet a runtime handler can do.
 // Recursive read-only mounts need the kernel's mount_setattr with
 // AT_RECURSIVE (Linux 5.12) and an OCI runtime that knows the "rro" mount
-// option (runc 1.1 and later), as with containerd's CRI. User namespaces
-// are not implemented yet.
+// option (runc 1.1 and later), as with containerd's CRI. Pods in user
+// namespaces of their own need an OCI runtime with idmapped mounts (runc
+// 1.2 and later; kubelet's volumes are mounted so).
 func handlerFeatures(ctx context.Context, rt config.Runtime) *runtimeapi.RuntimeHandlerFeatures {
+	info := ociRuntimeInfo(ctx, ociBinary(rt))
 	return &runtimeapi.RuntimeHandlerFeatures{
-		RecursiveReadOnlyMounts: kernelSupportsRRO() && slices.Contains(ociRuntimeInfo(ctx, ociBinary(rt)).MountOptions, "rro"),
-		UserNamespaces:          false,
+		RecursiveReadOnlyMounts: kernelSupportsRRO() && slices.Contains(info.MountOptions, "rro"),
+		UserNamespaces:          info.IDMapMounts,
 	}
 }
 
@@ -56,6 +58,8 @@ type ociRuntime struct {
 	// SpecVersion is the newest OCI spec version it accepts, "" when it
 	// does not say.
 	SpecVersion string
+	// IDMapMounts: it makes idmapped mounts, for user namespaces.
+	IDMapMounts bool
 }
 
 // ociRuntimes caches, by binary, what each OCI runtime says of itself:
@@ -90,6 +94,9 @@ func ociRuntimeInfo(ctx context.Context, binary string) ociRuntime {
 				info.MountOptions = f.MountOptions
 			}
 			info.SpecVersion = f.OCIVersionMax
+			if l := f.Linux; l != nil && l.MountExtensions != nil && l.MountExtensions.IDMap != nil && l.MountExtensions.IDMap.Enabled != nil {
+				info.IDMapMounts = *l.MountExtensions.IDMap.Enabled && slices.Contains(l.Namespaces, "user")
+			}
 		}
 	} else if ctx.Err() != nil {
 		return info // timed out: ask again

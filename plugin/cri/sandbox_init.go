@@ -54,6 +54,14 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 		}),
 	}
 	common = append(common, spec.PodNamespaces(m.Namespaces), withSpecVersion(specVersionFor(ctx, rt)))
+	userns := spec.PodUserNamespaceOf(cfg)
+	var snapshotOpts []snapshots.Opt
+	if m.Namespaces.User != "" {
+		// The init of a pod with its own user namespace is in it: a
+		// shared PID namespace it makes must be the pod's to mount /proc.
+		common = append(common, spec.PodUserNamespace(m.Namespaces.User, userns))
+		snapshotOpts = append(snapshotOpts, containerd.WithUserNSRemapperLabels(spec.IDMappings(userns.GetUids()), spec.IDMappings(userns.GetGids())))
+	}
 
 	if ref := s.config().SandboxImage; ref != "" {
 		image, err := s.sandboxImage(ctx, ref)
@@ -62,7 +70,7 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 		}
 		return []containerd.NewContainerOpts{
 			containerd.WithSnapshotter(s.config().Snapshotter),
-			containerd.WithNewSnapshot(m.ID, image, snapshots.WithLabels(map[string]string{labelSnapshotOf: m.ID})),
+			containerd.WithNewSnapshot(m.ID, image, append(snapshotOpts, snapshots.WithLabels(map[string]string{labelSnapshotOf: m.ID}))...),
 			containerd.WithNewSpec(append([]oci.SpecOpts{oci.WithImageConfig(image), oci.WithRootFSReadonly()}, common...)...),
 		}, nil
 	}
@@ -73,6 +81,13 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 	root := filepath.Join(s.sandboxStateDir(m.ID), "init-root")
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, err
+	}
+	if m.Namespaces.User != "" {
+		// runc makes the mount points in it from inside the namespace,
+		// as the pod's root.
+		if err := os.Chown(root, int(userns.GetUids()[0].GetHostId()), int(userns.GetGids()[0].GetHostId())); err != nil {
+			return nil, err
+		}
 	}
 	spec, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: m.ID}, append([]oci.SpecOpts{
 		oci.WithRootFSPath(root),

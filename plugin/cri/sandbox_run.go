@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
@@ -22,6 +23,7 @@ import (
 	"github.com/mine-runtime/mine/config"
 	"github.com/mine-runtime/mine/failpoint"
 	"github.com/mine-runtime/mine/plugin/podns"
+	ocispec "github.com/mine-runtime/mine/plugin/spec"
 )
 
 // podShmSize is the size of a pod's /dev/shm, as with a pause container.
@@ -47,7 +49,7 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	if dir := cfg.GetLogDirectory(); dir != "" && !filepath.IsAbs(dir) {
 		return nil, toStatus(invalid(fmt.Sprintf("log_directory %q is not absolute", dir)))
 	}
-	if err := validUserNamespace(nsOpts.GetUsernsOptions()); err != nil {
+	if err := validUserNamespace(nsOpts); err != nil {
 		return nil, toStatus(err)
 	}
 	if err := validSysctls(cfg.GetLinux().GetSysctls(), nsOpts); err != nil {
@@ -61,6 +63,13 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	handler, rt, err := s.runtimeFor(r.GetRuntimeHandler())
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	var userIDs *podns.IDMap
+	if u := ocispec.PodUserNamespaceOf(cfg); u != nil {
+		if !handlerFeatures(ctx, rt).UserNamespaces {
+			return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("runtime handler " + handler + " cannot run pods in a user namespace of their own (its OCI runtime has no idmapped mounts)"))
+		}
+		userIDs = &podns.IDMap{UIDs: sysProcIDMaps(u.GetUids()), GIDs: sysProcIDMaps(u.GetGids())}
 	}
 
 	name := sandboxName(md)
@@ -108,7 +117,7 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	if hostNet || hostname == "" {
 		hostname, _ = os.Hostname()
 	}
-	paths, err := podns.Pin(filepath.Join(state, "ns"), podns.Request{Net: !hostNet, IPC: !hostIPC, UTS: !hostNet, Hostname: hostname})
+	paths, err := podns.Pin(filepath.Join(state, "ns"), podns.Request{Net: !hostNet, IPC: !hostIPC, UTS: !hostNet, Hostname: hostname, User: userIDs})
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("pod namespaces: %w", err))
 	}
@@ -288,6 +297,14 @@ func runcOptions(rt config.Runtime) *options.Options {
 		Root:          rt.Options.Root,
 		SystemdCgroup: rt.Options.SystemdCgroup,
 	}
+}
+
+func sysProcIDMaps(in []*runtimeapi.IDMapping) []syscall.SysProcIDMap {
+	out := make([]syscall.SysProcIDMap, 0, len(in))
+	for _, m := range in {
+		out = append(out, syscall.SysProcIDMap{ContainerID: int(m.GetContainerId()), HostID: int(m.GetHostId()), Size: int(m.GetLength())})
+	}
+	return out
 }
 
 func newID() string {

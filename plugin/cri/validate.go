@@ -71,12 +71,11 @@ func validSysctls(sysctls map[string]string, ns *runtimeapi.NamespaceOption) err
 	return nil
 }
 
-// validUserNamespace refuses what no pod can have, and a pod of its own
-// user namespace (hostUsers: false), which is not implemented yet: Status
-// says so (features.user_namespaces false), and a pod asking for one is
-// refused rather than run in the host's user namespace, which is what it
-// asked not to be.
-func validUserNamespace(u *runtimeapi.UserNamespace) error {
+// validUserNamespace refuses what no pod can have: a user namespace of
+// the pod's own (hostUsers: false) has one UID and one GID mapping from
+// container ID 0, as kubelet gives them and containerd's CRI takes them.
+func validUserNamespace(ns *runtimeapi.NamespaceOption) error {
+	u := ns.GetUsernsOptions()
 	if u == nil {
 		return nil // the host's, as NODE (whose mode is not the zero value)
 	}
@@ -95,7 +94,12 @@ func validUserNamespace(u *runtimeapi.UserNamespace) error {
 				return invalid(fmt.Sprintf("a pod's user namespace mapping must map container ID 0 onwards, got %d+%d", m.GetContainerId(), m.GetLength()))
 			}
 		}
-		return errdefs.ErrNotImplemented.WithMessage("pods in a user namespace of their own (hostUsers: false) are not supported by this runtime yet")
+		// As kubelet validates hostUsers: false: the node's namespaces
+		// belong to the node's user namespace, which the pod is not in.
+		if ns.GetNetwork() == runtimeapi.NamespaceMode_NODE || ns.GetIpc() == runtimeapi.NamespaceMode_NODE || ns.GetPid() == runtimeapi.NamespaceMode_NODE {
+			return invalid("a pod in a user namespace of its own cannot use the node's network, IPC or PID namespace")
+		}
+		return nil
 	default:
 		return invalid(fmt.Sprintf("user namespace mode %s: only POD or NODE", u.GetMode()))
 	}

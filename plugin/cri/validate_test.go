@@ -95,14 +95,18 @@ func TestValidUserNamespace(t *testing.T) {
 		{"none", nil, codes.OK},
 		{"node", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE}, codes.OK},
 		{"node with mappings", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE, Uids: m(0, 1000, 10)}, codes.InvalidArgument},
-		{"pod", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: m(0, 1000, 100000), Gids: m(0, 1000, 100000)}, codes.Unimplemented},
+		{"pod", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: m(0, 1000, 100000), Gids: m(0, 1000, 100000)}, codes.OK},
 		{"pod, two mappings", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: append(m(0, 1000, 10), m(0, 2000, 10)...), Gids: m(0, 1000, 10)}, codes.InvalidArgument},
 		{"pod, 0 unmapped", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: m(1, 1000, 10), Gids: m(1, 1000, 10)}, codes.InvalidArgument},
 		{"container", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_CONTAINER}, codes.InvalidArgument},
 		{"target", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_TARGET}, codes.InvalidArgument},
 	} {
-		if got := status.Code(toStatus(validUserNamespace(tc.u))); got != tc.want {
+		if got := status.Code(toStatus(validUserNamespace(&runtimeapi.NamespaceOption{UsernsOptions: tc.u}))); got != tc.want {
 			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
 		}
+	}
+	pod := &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: m(0, 1000, 100000), Gids: m(0, 1000, 100000)}
+	if err := validUserNamespace(&runtimeapi.NamespaceOption{UsernsOptions: pod, Network: runtimeapi.NamespaceMode_NODE}); status.Code(toStatus(err)) != codes.InvalidArgument {
+		t.Errorf("a pod of its own user namespace on the node's network: %v, want InvalidArgument", err)
 	}
 }

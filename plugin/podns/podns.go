@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,12 +24,23 @@ type Paths struct {
 	// PID is pinned from the pod's init once it runs, for pods that
 	// share one PID namespace.
 	PID string `json:"pid,omitempty"`
+	// User is the pod's own user namespace, "" for the host's; it owns
+	// the pod's other namespaces.
+	User string `json:"user,omitempty"`
 }
 
 // Request says which namespaces to create.
 type Request struct {
 	Net, IPC, UTS bool
 	Hostname      string // set in the new UTS namespace
+	// User, when set, puts the pod in a user namespace of its own with
+	// these mappings, and the other namespaces in it.
+	User *IDMap
+}
+
+// IDMap is a user namespace's UID and GID mappings.
+type IDMap struct {
+	UIDs, GIDs []syscall.SysProcIDMap
 }
 
 // Pin creates the requested namespaces and pins them below dir.
@@ -48,11 +60,14 @@ func Pin(dir string, req Request) (Paths, error) {
 		kinds["uts"] = unix.CLONE_NEWUTS
 	}
 	var paths Paths
-	if flags == 0 {
+	if flags == 0 && req.User == nil {
 		return paths, nil
 	}
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return paths, err
+	}
+	if req.User != nil {
+		kinds["user"] = unix.CLONE_NEWUSER
 	}
 	for kind := range kinds {
 		p := filepath.Join(dir, kind)
@@ -69,7 +84,16 @@ func Pin(dir string, req Request) (Paths, error) {
 			paths.IPC = p
 		case "uts":
 			paths.UTS = p
+		case "user":
+			paths.User = p
 		}
+	}
+	if req.User != nil {
+		if err := pinInUserNamespace(paths, flags, *req.User, req.Hostname); err != nil {
+			Remove(paths)
+			return Paths{}, err
+		}
+		return paths, nil
 	}
 	errc := make(chan error, 1)
 	go func() {
@@ -133,11 +157,82 @@ func pinOnThisThread(flags int, paths Paths, hostname string) (restored bool, er
 	return false, nil
 }
 
+// pinInUserNamespace makes a user namespace with the pod's mappings and,
+// owned by it, the pod's other namespaces, and pins them: a pod whose root
+// is not the host's must own its network, IPC and UTS namespaces to mount
+// sysfs and mqueue and set its hostname. Only a new process can make a
+// user namespace (a thread of a multithreaded one cannot): the child is
+// traced, so it stops at its exec and never runs, and is killed once its
+// namespaces are pinned, as containerd makes its idmapped mounts' ones.
+func pinInUserNamespace(paths Paths, flags int, ids IDMap, hostname string) error {
+	// A traced child is detached, and runs, if its tracer thread exits.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	proc, err := os.StartProcess("/proc/self/exe", []string{"mine-pod-namespaces"}, &os.ProcAttr{Sys: &syscall.SysProcAttr{
+		Cloneflags:  uintptr(unix.CLONE_NEWUSER | flags),
+		UidMappings: ids.UIDs,
+		GidMappings: ids.GIDs,
+		Ptrace:      true,
+		Pdeathsig:   syscall.SIGKILL,
+	}})
+	if err != nil {
+		return fmt.Errorf("make the pod's user namespace: %w", err)
+	}
+	defer func() {
+		proc.Kill()
+		proc.Wait()
+	}()
+	for kind, p := range map[string]string{"user": paths.User, "net": paths.Net, "ipc": paths.IPC, "uts": paths.UTS} {
+		if p == "" {
+			continue
+		}
+		if err := unix.Mount(fmt.Sprintf("/proc/%d/ns/%s", proc.Pid, kind), p, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("pin %s namespace: %w", kind, err)
+		}
+	}
+	if paths.UTS == "" || hostname == "" {
+		return nil
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		restored, err := setHostname(paths.UTS, hostname)
+		if restored {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
+}
+
+// setHostname sets the hostname of a pinned UTS namespace from the locked
+// thread, which it moves there and back; restored tells whether it is back.
+func setHostname(uts, hostname string) (restored bool, err error) {
+	orig, err := unix.Open("/proc/thread-self/ns/uts", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return true, err
+	}
+	defer unix.Close(orig)
+	fd, err := unix.Open(uts, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return true, err
+	}
+	defer unix.Close(fd)
+	if err := unix.Setns(fd, unix.CLONE_NEWUTS); err != nil {
+		return true, fmt.Errorf("enter the pod's UTS namespace: %w", err)
+	}
+	defer func() { restored = unix.Setns(orig, unix.CLONE_NEWUTS) == nil }()
+	if err := unix.Sethostname([]byte(hostname)); err != nil {
+		return false, fmt.Errorf("set hostname: %w", err)
+	}
+	return false, nil
+}
+
 // Remove unpins the namespaces and removes their files; a namespace no
 // process uses any more then goes away. Removing twice is harmless.
 func Remove(paths Paths) error {
 	var errs []error
-	for _, p := range []string{paths.Net, paths.IPC, paths.UTS, paths.PID} {
+	for _, p := range []string{paths.Net, paths.IPC, paths.UTS, paths.PID, paths.User} {
 		if p == "" {
 			continue
 		}

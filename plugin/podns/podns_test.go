@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -108,5 +109,55 @@ func TestPinProcess(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatal("pid pin left behind")
+	}
+}
+
+func TestPinUserNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("pinning namespaces needs root")
+	}
+	ids := &IDMap{
+		UIDs: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 300000, Size: 65536}},
+		GIDs: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 300000, Size: 65536}},
+	}
+	paths, err := Pin(t.TempDir(), Request{Net: true, IPC: true, UTS: true, Hostname: "userns-pod", User: ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { Remove(paths) })
+	out, err := exec.Command("nsenter", "--user="+paths.User, "--uts="+paths.UTS, "sh", "-c", "cat /proc/self/uid_map; hostname").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(string(out)); len(f) != 4 || f[0] != "0" || f[1] != "300000" || f[2] != "65536" || f[3] != "userns-pod" {
+		t.Errorf("uid_map and hostname in the pod's namespaces: %q", out)
+	}
+	// The pod's other namespaces belong to its user namespace.
+	var user unix.Stat_t
+	if err := unix.Stat(paths.User, &user); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{paths.Net, paths.IPC, paths.UTS} {
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		owner, err := unix.IoctlRetInt(fd, unix.NS_GET_USERNS)
+		unix.Close(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		unix.Fstat(owner, &st)
+		unix.Close(owner)
+		if st.Ino != user.Ino {
+			t.Errorf("%s is owned by user namespace %d, not the pod's %d", p, st.Ino, user.Ino)
+		}
+	}
+	if err := Remove(paths); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(paths.User); !os.IsNotExist(err) {
+		t.Errorf("the user namespace is still pinned: %v", err)
 	}
 }

@@ -63,6 +63,10 @@ func options(c *Container, h *Host) ([]oci.SpecOpts, error) {
 	if err != nil {
 		return nil, err
 	}
+	userns, err := withUserNamespace(c)
+	if err != nil {
+		return nil, err
+	}
 	return []oci.SpecOpts{
 		oci.WithoutRunMount,
 		withoutDefaultSecurity,
@@ -87,6 +91,7 @@ func options(c *Container, h *Host) ([]oci.SpecOpts, error) {
 		withOOMScoreAdj(cfg.GetLinux().GetResources().GetOomScoreAdj(), h.MinOOMScoreAdj),
 		PodNamespaces(c.Pod.Namespaces),
 		pidns,
+		userns,
 		withSysctls(podSysctls(c)),
 		withUser(user),
 		security,
@@ -241,7 +246,10 @@ func withMounts(c *Container, h *Host) (oci.SpecOpts, error) {
 		}
 		dst := filepath.Clean(m.GetContainerPath())
 		taken[dst] = true
-		list = append(list, mount{dst, specs.Mount{Destination: m.GetContainerPath(), Type: "bind", Source: src, Options: opts}, true})
+		// kubelet gives a pod in its own user namespace its volumes'
+		// mappings: runc then makes the bind mounts idmapped.
+		list = append(list, mount{dst, specs.Mount{Destination: m.GetContainerPath(), Type: "bind", Source: src, Options: opts,
+			UIDMappings: mountIDMappings(m.GetUidMappings()), GIDMappings: mountIDMappings(m.GetGidMappings())}, true})
 	}
 	ro := c.Config.GetLinux().GetSecurityContext().GetReadonlyRootfs()
 	for _, f := range podFiles(c.Pod) {
@@ -617,6 +625,83 @@ func withPIDNamespace(c *Container) (oci.SpecOpts, error) {
 		return oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.PIDNamespace, Path: c.TargetPIDNamespace}), nil
 	}
 	return noop, nil
+}
+
+// withUserNamespace puts a container of a pod with a user namespace of its
+// own (hostUsers: false) in it, with its mappings. Every container of such
+// a pod is in it: the pod's other namespaces belong to it.
+func withUserNamespace(c *Container) (oci.SpecOpts, error) {
+	u := c.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions()
+	if c.Pod.Namespaces.User == "" {
+		// POD is the mode's zero value: without mappings it asks for
+		// nothing (clients send it without meaning it).
+		if u != nil && (u.GetMode() == runtimeapi.NamespaceMode_CONTAINER || u.GetMode() == runtimeapi.NamespaceMode_TARGET || len(u.GetUids())+len(u.GetGids()) > 0) {
+			return nil, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("user namespace mode %s with %d mappings: the pod has no user namespace of its own", u.GetMode(), len(u.GetUids())))
+		}
+		return noop, nil
+	}
+	pod := PodUserNamespaceOf(c.Pod.Config)
+	if u != nil {
+		if u.GetMode() != runtimeapi.NamespaceMode_POD || !sameMappings(u.GetUids(), pod.GetUids()) || !sameMappings(u.GetGids(), pod.GetGids()) {
+			return nil, errdefs.ErrInvalidArgument.WithMessage("a container's user namespace must be its pod's, with the same mappings")
+		}
+	}
+	return PodUserNamespace(c.Pod.Namespaces.User, pod), nil
+}
+
+// PodUserNamespaceOf is the user namespace a pod asks for, nil for the
+// host's (none given, or NODE).
+func PodUserNamespaceOf(pod *runtimeapi.PodSandboxConfig) *runtimeapi.UserNamespace {
+	u := pod.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions()
+	if u == nil || u.GetMode() != runtimeapi.NamespaceMode_POD {
+		return nil
+	}
+	return u
+}
+
+// PodUserNamespace joins the pod's pinned user namespace, with its
+// mappings (runc checks them against the namespace's).
+func PodUserNamespace(path string, u *runtimeapi.UserNamespace) oci.SpecOpts {
+	uids, gids := IDMappings(u.GetUids()), IDMappings(u.GetGids())
+	return func(ctx context.Context, client oci.Client, c *containers.Container, s *oci.Spec) error {
+		if err := oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.UserNamespace, Path: path})(ctx, client, c, s); err != nil {
+			return err
+		}
+		s.Linux.UIDMappings, s.Linux.GIDMappings = uids, gids
+		return nil
+	}
+}
+
+// IDMappings are CRI ID mappings as the OCI spec has them.
+func IDMappings(in []*runtimeapi.IDMapping) []specs.LinuxIDMapping {
+	out := make([]specs.LinuxIDMapping, 0, len(in))
+	for _, m := range in {
+		out = append(out, specs.LinuxIDMapping{ContainerID: m.GetContainerId(), HostID: m.GetHostId(), Size: m.GetLength()})
+	}
+	return out
+}
+
+// mountIDMappings are a mount's mappings, nil where it has none.
+func mountIDMappings(in []*runtimeapi.IDMapping) []specs.LinuxIDMapping {
+	if len(in) == 0 {
+		return nil
+	}
+	return IDMappings(in)
+}
+
+func sameMappings(a, b []*runtimeapi.IDMapping) bool {
+	if len(a) == 0 {
+		return true // kubelet's, not repeated: the pod's
+	}
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].GetContainerId() != b[i].GetContainerId() || a[i].GetHostId() != b[i].GetHostId() || a[i].GetLength() != b[i].GetLength() {
+			return false
+		}
+	}
+	return true
 }
 
 // podSysctls are the pod's sysctls and, where the pod has its own network

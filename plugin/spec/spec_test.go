@@ -632,6 +632,16 @@ func TestSpecRefuses(t *testing.T) {
 		{"a relative container path", func(c *Container) {
 			c.Config.Mounts[0].ContainerPath = "data"
 		}, errdefs.ErrInvalidArgument},
+		{"a container user namespace in a pod without one", func(c *Container) {
+			c.Config.Linux.SecurityContext.NamespaceOptions.UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_CONTAINER}
+		}, errdefs.ErrInvalidArgument},
+		{"mappings other than the pod's", func(c *Container) {
+			m := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: 100000, Length: 65536}}
+			c.Pod.Config.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: m, Gids: m}}}
+			c.Pod.Namespaces.User = "/run/pod/ns/user"
+			other := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: 200000, Length: 65536}}
+			c.Config.Linux.SecurityContext.NamespaceOptions.UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: other, Gids: other}
+		}, errdefs.ErrInvalidArgument},
 		{"a Localhost AppArmor profile without AppArmor", func(c *Container) {
 			c.Config.Linux.SecurityContext.Apparmor = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "p"}
 		}, errdefs.ErrFailedPrecondition},
@@ -708,5 +718,36 @@ func TestResolveHostPathsChecksPropagation(t *testing.T) {
 		if err := mount(p); err != nil {
 			t.Errorf("%s from a shared mount: %v", p, err)
 		}
+	}
+}
+
+func TestSpecUserNamespace(t *testing.T) {
+	c := input()
+	s := generate(t, c, v1Node())
+	if ns, ok := hasNamespace(s, specs.UserNamespace); ok || len(s.Linux.UIDMappings) > 0 {
+		t.Errorf("a pod in the host's user namespace: %+v, %+v", ns, s.Linux.UIDMappings)
+	}
+	// POD is the mode's zero value: without mappings it asks for nothing.
+	c.Config.Linux.SecurityContext.NamespaceOptions.UsernsOptions = &runtimeapi.UserNamespace{}
+	generate(t, c, v1Node())
+
+	m := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: 100000, Length: 65536}}
+	c = input()
+	c.Pod.Config.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: m, Gids: m}}}
+	c.Pod.Namespaces.User = "/run/pod/ns/user"
+	c.Config.Mounts[0].UidMappings, c.Config.Mounts[0].GidMappings = m, m
+	s = generate(t, c, v1Node())
+	want := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+	if ns, ok := hasNamespace(s, specs.UserNamespace); !ok || ns.Path != "/run/pod/ns/user" {
+		t.Errorf("user namespace %+v, want the pod's pinned one", ns)
+	}
+	if !slices.Equal(s.Linux.UIDMappings, want) || !slices.Equal(s.Linux.GIDMappings, want) {
+		t.Errorf("mappings %+v %+v, want %+v", s.Linux.UIDMappings, s.Linux.GIDMappings, want)
+	}
+	if vol := mountAt(s, c.Config.Mounts[0].ContainerPath); vol == nil || !slices.Equal(vol.UIDMappings, want) || !slices.Equal(vol.GIDMappings, want) {
+		t.Errorf("the volume kubelet gave mappings is not idmapped: %+v", vol)
+	}
+	if etc := mountAt(s, "/etc/hosts"); etc == nil || etc.UIDMappings != nil {
+		t.Errorf("a pod file got mappings: %+v", etc)
 	}
 }

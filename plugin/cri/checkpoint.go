@@ -1,0 +1,177 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Checkpoints need CRIU. The three RPCs check their request, as the CRI
+// asks, then CRIU: a node where it is missing or cannot run (Debian
+// bookworm's CRIU 3.17 does not start on Linux 6.18: "Unexpected rt vDSO
+// area bounds") gets FailedPrecondition with CRIU's own words, before any
+// container is paused or anything is written. Where CRIU runs, writing and
+// restoring checkpoints is not implemented yet: Unimplemented.
+
+// CheckpointContainer checkpoints a running container to an archive at
+// location, as kubelet's checkpoint API asks.
+func (s *Service) CheckpointContainer(ctx context.Context, r *runtimeapi.CheckpointContainerRequest) (*runtimeapi.CheckpointContainerResponse, error) {
+	ctx = s.nsContext(ctx)
+	c, m, err := s.findContainer(ctx, r.GetContainerId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if loc := r.GetLocation(); loc == "" || !filepath.IsAbs(loc) {
+		return nil, toStatus(invalid(fmt.Sprintf("checkpoint location %q is not an absolute path", loc)))
+	}
+	if state, _ := s.containerState(ctx, c, m); state != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("container " + m.ID + " is " + state.String() + ": only a running container can be checkpointed"))
+	}
+	return nil, toStatus(checkpointsUnavailable(ctx, "CheckpointContainer"))
+}
+
+// CheckpointPod checkpoints the selected running containers of a pod into
+// an existing empty directory, as one consistent cut.
+func (s *Service) CheckpointPod(ctx context.Context, r *runtimeapi.CheckpointPodRequest) (*runtimeapi.CheckpointPodResponse, error) {
+	ctx = s.nsContext(ctx)
+	podID, err := s.names.resolve(kindSandbox, r.GetPodSandboxId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := emptyDirectory(r.GetOutputPath()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := noOptions(r.GetOptions()); err != nil {
+		return nil, toStatus(err)
+	}
+	ids := r.GetContainerIds()
+	if len(ids) == 0 {
+		return nil, toStatus(invalid("CheckpointPod needs the IDs of the containers to checkpoint"))
+	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if seen[id] {
+			return nil, toStatus(invalid("container " + id + " is listed twice"))
+		}
+		seen[id] = true
+		c, m, err := s.loadContainer(ctx, id)
+		if errdefs.IsNotFound(err) {
+			return nil, toStatus(invalid("container " + id + " does not exist"))
+		}
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		if m.SandboxID != podID {
+			return nil, toStatus(invalid("container " + id + " is not in pod " + podID))
+		}
+		if state, _ := s.containerState(ctx, c, m); state != runtimeapi.ContainerState_CONTAINER_RUNNING {
+			return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("container " + id + " is " + state.String() + ": only running containers can be checkpointed"))
+		}
+	}
+	return nil, toStatus(checkpointsUnavailable(ctx, "CheckpointPod"))
+}
+
+// RestorePod makes a pod and its containers, CREATED, from a checkpoint.
+func (s *Service) RestorePod(ctx context.Context, r *runtimeapi.RestorePodRequest) (*runtimeapi.RestorePodResponse, error) {
+	ctx = s.nsContext(ctx)
+	md := r.GetConfig().GetMetadata()
+	if md == nil || md.Name == "" || md.Namespace == "" || md.Uid == "" {
+		return nil, toStatus(invalid("pod sandbox config needs metadata with a name, a namespace and a uid"))
+	}
+	if _, _, err := s.runtimeFor(r.GetRuntimeHandler()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := noOptions(r.GetOptions()); err != nil {
+		return nil, toStatus(err)
+	}
+	if len(r.GetContainerConfigs()) == 0 {
+		return nil, toStatus(invalid("RestorePod needs the configurations of the checkpoint's containers"))
+	}
+	names := map[string]bool{}
+	for _, c := range r.GetContainerConfigs() {
+		name := c.GetMetadata().GetName()
+		if name == "" || names[name] {
+			return nil, toStatus(invalid(fmt.Sprintf("container configurations need unique names, got %q twice or empty", name)))
+		}
+		names[name] = true
+	}
+	if p := r.GetCheckpointPath(); !filepath.IsAbs(p) {
+		return nil, toStatus(invalid(fmt.Sprintf("checkpoint path %q is not absolute", p)))
+	} else if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
+		return nil, toStatus(invalid(fmt.Sprintf("checkpoint path %s is not a directory", p)))
+	}
+	return nil, toStatus(checkpointsUnavailable(ctx, "RestorePod"))
+}
+
+// emptyDirectory checks CheckpointPod's output path: absolute, existing,
+// a directory, empty.
+func emptyDirectory(p string) error {
+	if !filepath.IsAbs(p) {
+		return invalid(fmt.Sprintf("output path %q is not absolute", p))
+	}
+	entries, err := os.ReadDir(p)
+	if err != nil {
+		return invalid(fmt.Sprintf("output path: %v", err))
+	}
+	if len(entries) > 0 {
+		return invalid("output path " + p + " is not empty")
+	}
+	return nil
+}
+
+// noOptions refuses runtime options: mine documents none, and the CRI has
+// unknown ones refused rather than ignored.
+func noOptions(opts map[string]string) error {
+	for k := range opts {
+		return invalid(fmt.Sprintf("option %q: this runtime takes no checkpoint or restore options", k))
+	}
+	return nil
+}
+
+// checkpointsUnavailable says why a checkpoint or restore cannot be made:
+// CRIU is missing or cannot run here (FailedPrecondition), or it can and
+// mine does not yet use it (Unimplemented).
+func checkpointsUnavailable(ctx context.Context, rpc string) error {
+	if err := criuCheck(ctx); err != nil {
+		return errdefs.ErrFailedPrecondition.WithMessage(rpc + " needs CRIU: " + err.Error())
+	}
+	return errdefs.ErrNotImplemented.WithMessage(rpc + ": checkpoints with CRIU are not implemented by this runtime yet")
+}
+
+// criuCheck runs `criu check`, which tells whether CRIU can checkpoint on
+// this kernel, and gives its last error line if not. Asked each time: an
+// operator may install or upgrade CRIU, and checkpoints are rare.
+func criuCheck(ctx context.Context) error {
+	path, err := exec.LookPath("criu")
+	if err != nil {
+		return errors.New("criu is not installed (Debian's package criu)")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "check").CombinedOutput()
+	if err == nil {
+		return nil
+	}
+	// Its first error is the cause, its last what it gave up on.
+	var errs []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "Error") {
+			errs = append(errs, strings.TrimSpace(l))
+		}
+	}
+	switch len(errs) {
+	case 0:
+		return fmt.Errorf("`criu check` fails on this node: %v", err)
+	case 1:
+		return fmt.Errorf("`criu check` fails on this node: %s", errs[0])
+	}
+	return fmt.Errorf("`criu check` fails on this node: %s ... %s", errs[0], errs[len(errs)-1])
+}
