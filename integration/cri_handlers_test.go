@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -168,7 +169,7 @@ func TestCRIUserNamespacePod(t *testing.T) {
 
 			vol := t.TempDir() // the host's root owns it
 			cfg := containerConfig("main", "sleep 1000")
-			cfg.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: opts}
+			cfg.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: opts, SupplementalGroups: []int64{1234}}
 			cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", HostPath: vol, UidMappings: mapping, GidMappings: mapping}}
 			id := c.startContainer(t, podID, pod, cfg)
 
@@ -192,6 +193,16 @@ func TestCRIUserNamespacePod(t *testing.T) {
 			}
 			if got := mustExec(t, c, id, "hostname"); got != "userns-pod\n" {
 				t.Errorf("hostname: %q", got)
+			}
+			if got := strings.Fields(mustExec(t, c, id, "id", "-G")); !slices.Contains(got, "1234") {
+				t.Errorf("groups %q lack the supplementary group 1234", got)
+			}
+			// PID 1 is the pod's init where the pod shares one PID
+			// namespace (in the pod's user namespace, or /proc would not
+			// mount), the container's own process where it does not.
+			wantInit := map[runtimeapi.NamespaceMode]string{runtimeapi.NamespaceMode_POD: "pod-init", runtimeapi.NamespaceMode_CONTAINER: "sleep"}[pidMode]
+			if got := mustExec(t, c, id, "cat", "/proc/1/cmdline"); !strings.Contains(got, wantInit) {
+				t.Errorf("PID 1 is %q, want %s", got, wantInit)
 			}
 			if out := mustExec(t, c, id, "cat", "/sys/class/net/eth0/operstate"); strings.TrimSpace(out) != "up" {
 				t.Errorf("the pod's eth0 in its sysfs: %q", out)

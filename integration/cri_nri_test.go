@@ -91,6 +91,16 @@ func (p *nriPlugin) eventsOf(podID string, names map[string]string) []string {
 	return out
 }
 
+// firstPodID is the pod of the first event the plugin heard.
+func (p *nriPlugin) firstPodID() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.events) == 0 {
+		return ""
+	}
+	return strings.Fields(p.events[0])[1]
+}
+
 func (p *nriPlugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*api.Container) ([]*api.ContainerUpdate, error) {
 	p.mu.Lock()
 	for _, pod := range pods {
@@ -340,6 +350,10 @@ func TestNRIPluginFailures(t *testing.T) {
 		}
 	}
 
+	// The failed pod's plugins heard it removed: one may have set it up.
+	if failed := p.firstPodID(); !slices.Equal(p.eventsOf(failed, nil), []string{"RunPodSandbox pod", "RemovePodSandbox pod"}) {
+		t.Errorf("NRI events of the failed pod: %q", p.eventsOf(failed, nil))
+	}
 	podID := c.runPod(t, pod) // the plugin fails once
 	p.mu.Lock()
 	p.failCrt = errors.New("induced CreateContainer failure")

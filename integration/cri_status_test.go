@@ -220,8 +220,10 @@ func TestCRIStatusListsHandlers(t *testing.T) {
 	for _, h := range resp.RuntimeHandlers {
 		names = append(names, h.Name)
 		// This kernel has mount_setattr, and the test runc is 1.1 or
-		// later; crun 1.8.1 has no features command to say it knows rro.
-		if h.Features.GetRecursiveReadOnlyMounts() == (h.Name == "crun") || h.Features.GetUserNamespaces() {
+		// later, with idmapped mounts; crun 1.8.1 has no features command
+		// to say it knows rro or idmap.
+		runc := h.Name != "crun"
+		if h.Features.GetRecursiveReadOnlyMounts() != runc || h.Features.GetUserNamespaces() != runc {
 			t.Errorf("handler %q: features %v", h.Name, h.Features)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strconv"
 	"time"
@@ -27,14 +28,18 @@ func init() {
 // OCI runtime the options on stdin name, its features, which containerd
 // checks before it creates a task with idmapped mounts (pods in a user
 // namespace of their own).
-func runtimeInfo(stdin io.Reader) (*types.RuntimeInfo, error) {
+func runtimeInfo(stdin *os.File) (*types.RuntimeInfo, error) {
 	info := &types.RuntimeInfo{
 		Name:    RuntimeName,
 		Version: &types.RuntimeVersion{Version: version.Version, Revision: version.Revision},
 	}
-	data, err := io.ReadAll(stdin)
-	if err != nil {
-		return nil, err
+	var data []byte
+	// containerd always pipes the options in; by hand, on a terminal,
+	// there are none to wait for.
+	if fi, err := stdin.Stat(); err == nil && fi.Mode()&os.ModeCharDevice == 0 {
+		if data, err = io.ReadAll(stdin); err != nil {
+			return nil, err
+		}
 	}
 	var opts runtimeOptions
 	if len(data) > 0 {
@@ -42,9 +47,11 @@ func runtimeInfo(stdin io.Reader) (*types.RuntimeInfo, error) {
 		if err := proto.Unmarshal(data, &a); err != nil {
 			return nil, fmt.Errorf("runtime options: %w", err)
 		}
-		if opts, err = decodeOptions(&a); err != nil {
+		o, err := decodeOptions(&a)
+		if err != nil {
 			return nil, err
 		}
+		opts = o
 		info.Options = &a
 	}
 	binary := opts.BinaryName

@@ -57,18 +57,16 @@ func (s *Service) CheckpointPod(ctx context.Context, r *runtimeapi.CheckpointPod
 		return nil, toStatus(invalid("CheckpointPod needs the IDs of the containers to checkpoint"))
 	}
 	seen := map[string]bool{}
-	for _, id := range ids {
+	for _, ref := range ids {
+		c, m, err := s.findContainer(ctx, ref)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		id := m.ID
 		if seen[id] {
 			return nil, toStatus(invalid("container " + id + " is listed twice"))
 		}
 		seen[id] = true
-		c, m, err := s.loadContainer(ctx, id)
-		if errdefs.IsNotFound(err) {
-			return nil, toStatus(invalid("container " + id + " does not exist"))
-		}
-		if err != nil {
-			return nil, toStatus(err)
-		}
 		if m.SandboxID != podID {
 			return nil, toStatus(invalid("container " + id + " is not in pod " + podID))
 		}

@@ -44,10 +44,17 @@ func (s *Service) removeContainer(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	if m.FinishedAt == 0 {
-		// Never ran: plugins hear it stopped before it goes, as of any
-		// other container.
+	switch {
+	case m.StartedAt == 0 && m.FinishedAt == 0:
+		// Never ran: NRI plugins hear it stopped before it goes, as of
+		// any other container.
 		s.nriContainerStopped(ctx, c, m)
+	case m.FinishedAt == 0:
+		// Started, its exit not recorded (its task went under it): the
+		// exit is recorded now, which tells NRI plugins of it once.
+		if err := s.reap(ctx, c); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
 	}
 	s.nriContainerRemoved(ctx, c, m)
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {

@@ -56,9 +56,9 @@ func (s *Service) nriPod(m *sandboxMeta) *api.PodSandbox {
 			PodOverhead:  s.nriResources(cfg.GetLinux().GetOverhead()),
 		},
 	}
-	for typ, path := range map[string]string{"network": m.Namespaces.Net, "ipc": m.Namespaces.IPC, "uts": m.Namespaces.UTS, "pid": m.Namespaces.PID, "user": m.Namespaces.User} {
-		if path != "" {
-			p.Linux.Namespaces = append(p.Linux.Namespaces, &api.LinuxNamespace{Type: typ, Path: path})
+	for _, ns := range [][2]string{{"network", m.Namespaces.Net}, {"ipc", m.Namespaces.IPC}, {"uts", m.Namespaces.UTS}, {"pid", m.Namespaces.PID}, {"user", m.Namespaces.User}} {
+		if ns[1] != "" {
+			p.Linux.Namespaces = append(p.Linux.Namespaces, &api.LinuxNamespace{Type: ns[0], Path: ns[1]})
 		}
 	}
 	if m.Init != nil {
@@ -196,7 +196,9 @@ func (s *Service) nriPodUpdated(ctx context.Context, m *sandboxMeta) {
 
 // nriCreateContainer asks plugins about a container being created and
 // applies their adjustments to its spec. The caller holds NRI's sync
-// block until the container is recorded.
+// block until the container is recorded, and the pod's lock: the updates
+// of other containers are applied here, taking their locks after the
+// pod's, as every path takes them.
 func (s *Service) nriCreateContainer(ctx context.Context, sb *sandboxMeta, m *containerMeta, spec *specs.Spec) error {
 	if !s.nri.Active() {
 		return nil

@@ -32,10 +32,11 @@ func (s *Service) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodS
 	defer unlock()
 	c, m, err := s.loadSandbox(ctx, id)
 	if err == nil {
-		s.nriPodRemoved(ctx, m)
 		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			return nil, toStatus(err)
 		}
+		// Once, after the pod is gone: a retried removal is no news.
+		s.nriPodRemoved(ctx, m)
 		s.records.remove(id)
 		s.shims.removed(id)
 		s.names.release(kindSandbox, m.Name, id)

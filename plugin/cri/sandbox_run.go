@@ -225,6 +225,8 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	// finds the pod in its Synchronize, or is told of it here, not neither.
 	unblock := s.nri.BlockSync()
 	defer unblock()
+	// Registered before the call, unlike containerd's CRI: plugins before
+	// the one that failed may have set the pod up, and hear it removed.
 	undo = append(undo, func() { s.nriPodRemoved(cleanupCtx, meta) })
 	if err := s.nriRunPod(ctx, meta); err != nil {
 		return nil, toStatus(err)

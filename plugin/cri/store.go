@@ -366,7 +366,7 @@ func (s *Service) sweepOrphanSandboxes(ctx context.Context) {
 		}
 		dir := s.sandboxStateDir(id)
 		paths := podns.Paths{}
-		for kind, p := range map[string]*string{"net": &paths.Net, "ipc": &paths.IPC, "uts": &paths.UTS, "pid": &paths.PID} {
+		for kind, p := range map[string]*string{"net": &paths.Net, "ipc": &paths.IPC, "uts": &paths.UTS, "pid": &paths.PID, "user": &paths.User} {
 			if _, err := os.Stat(filepath.Join(dir, "ns", kind)); err == nil {
 				*p = filepath.Join(dir, "ns", kind)
 			}

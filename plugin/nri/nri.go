@@ -76,8 +76,9 @@ func ConfigFrom(section any) (Config, error) {
 // and every method of a nil Runtime does nothing.
 type Runtime struct {
 	*adaptation.Adaptation
-	// plugins is how many plugins are connected, -1 until NRI first
-	// says: with none, the service does not build the requests at all.
+	// plugins is how many plugins are connected, as NRI last said (-1,
+	// "maybe some", before it first does): with none, the service does
+	// not build the requests at all.
 	plugins atomic.Int64
 }
 

@@ -172,8 +172,12 @@ func pinInUserNamespace(paths Paths, flags int, ids IDMap, hostname string) erro
 		Cloneflags:  uintptr(unix.CLONE_NEWUSER | flags),
 		UidMappings: ids.UIDs,
 		GidMappings: ids.GIDs,
-		Ptrace:      true,
-		Pdeathsig:   syscall.SIGKILL,
+		// Left to "deny", setgroups would stay denied to every process
+		// that joins the namespace: runc could not give containers their
+		// supplementary groups (kubelet's supplementalGroups, fsGroup).
+		GidMappingsEnableSetgroups: true,
+		Ptrace:                     true,
+		Pdeathsig:                  syscall.SIGKILL,
 	}})
 	if err != nil {
 		return fmt.Errorf("make the pod's user namespace: %w", err)

@@ -125,12 +125,13 @@ func TestPinUserNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { Remove(paths) })
-	out, err := exec.Command("nsenter", "--user="+paths.User, "--uts="+paths.UTS, "sh", "-c", "cat /proc/self/uid_map; hostname").Output()
+	out, err := exec.Command("nsenter", "--user="+paths.User, "--uts="+paths.UTS, "sh", "-c", "cat /proc/self/uid_map; hostname; cat /proc/self/setgroups").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f := strings.Fields(string(out)); len(f) != 4 || f[0] != "0" || f[1] != "300000" || f[2] != "65536" || f[3] != "userns-pod" {
-		t.Errorf("uid_map and hostname in the pod's namespaces: %q", out)
+	// setgroups stays allowed: runc gives containers their groups.
+	if f := strings.Fields(string(out)); len(f) != 5 || f[0] != "0" || f[1] != "300000" || f[2] != "65536" || f[3] != "userns-pod" || f[4] != "allow" {
+		t.Errorf("uid_map, hostname and setgroups in the pod's namespaces: %q", out)
 	}
 	// The pod's other namespaces belong to its user namespace.
 	var user unix.Stat_t
