@@ -236,10 +236,10 @@ func (w *podWatch) stop() {
 // to kubelet reporting it Running, Ready, and ended (Failed or Succeeded).
 // The poll interval, 100 ms, bounds their precision; kubelet's own PLEG
 // relists every second.
-func printTimings() {
+func printTimings(pleg string) {
 	watch.mu.Lock()
 	defer watch.mu.Unlock()
-	fmt.Printf("\nnode e2e timings, %s runtime, kubelet v1.37.2 standalone, all %d manifests placed together:\n", runtimeName, len(watch.order))
+	fmt.Printf("\nnode e2e timings, %s runtime, kubelet v1.37.2 standalone (%s PLEG), all %d manifests placed together:\n", runtimeName, pleg, len(watch.order))
 	fmt.Printf("  %-15s %9s %9s %9s\n", "pod", "running", "ready", "ended")
 	since := func(start, t time.Time) string {
 		if t.IsZero() {

@@ -89,7 +89,6 @@ func run(m *testing.M) (code int) {
 	} else {
 		code = m.Run()
 		watch.stop()
-		printTimings()
 	}
 	if code != 0 && kubelet != nil {
 		fmt.Fprintf(os.Stderr, "\nkubelet log (%s), last lines:\n%s\n", kubelet.Log, kubelet.Tail(40))

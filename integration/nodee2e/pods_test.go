@@ -19,6 +19,8 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/mine-runtime/mine/integration/testbed"
 )
 
 // podTest is a static pod, testdata/pods/<manifest>.yaml, and what kubelet
@@ -64,6 +66,71 @@ func TestNode(t *testing.T) {
 	})
 	t.Run("no-restarts", testNoRestarts)
 	t.Run("stats-summary", testStatsSummary)
+	printTimings("generic")
+	t.Run("removal", testRemoval)
+}
+
+// eventedTests are the pods whose state kubelet must follow as it
+// changes: starts, exits, restarts, failures, probes.
+var eventedTests = []podTest{
+	{"probes", true, checkProbes},
+	{"init-volume", true, checkInitVolume},
+	{"crashloop", false, checkCrashLoop},
+	{"never", false, checkNever},
+	{"oom", false, checkOOM},
+	{"shareproc", true, checkShareProcessNamespace},
+}
+
+// TestNodeEventedPLEG runs those pods again under a kubelet with the
+// EventedPLEG feature gate: its PLEG learns of containers' changes from
+// GetContainerEvents and relists only every 300 s, so a pod reaches its
+// state in time only if the runtime's events are right and complete.
+func TestNodeEventedPLEG(t *testing.T) {
+	// TestNode's pods are gone (its removal); its kubelet goes too.
+	watch.stop()
+	dir := filepath.Join(filepath.Dir(kubelet.Dir), "kubelet-evented")
+	err := kubelet.Teardown()
+	kubelet, watch = nil, nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := testbed.NewKubelet(dir, env("MINE_KUBELET", defaultKubelet),
+		"unix://"+bed.Daemon.Address, "featureGates:\n  EventedPLEG: true\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubelet = k
+	if err := kubelet.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	watch = startWatch(kubelet)
+	for _, p := range eventedTests {
+		if err := placeManifest(p.manifest); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("pods", func(t *testing.T) {
+		for _, pt := range eventedTests {
+			t.Run(pt.manifest, func(t *testing.T) {
+				t.Parallel()
+				pt.check(t, podName(pt.manifest))
+			})
+		}
+	})
+	t.Run("no-restarts", testNoRestarts)
+	// kubelet counts its connections to GetContainerEvents.
+	metrics, err := kubelet.Get(context.Background(), "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	connected := regexp.MustCompile(`(?m)^kubelet_evented_pleg_connection_success_count ([1-9]\d*)$`).FindStringSubmatch(string(metrics))
+	if connected == nil {
+		t.Errorf("kubelet's evented PLEG never connected to GetContainerEvents; its metrics:\n%s", grepLines(string(metrics), "evented_pleg"))
+	}
+	if failed := regexp.MustCompile(`(?m)^kubelet_evented_pleg_connection_error_count ([1-9]\d*)$`).FindStringSubmatch(string(metrics)); failed != nil {
+		t.Errorf("kubelet's evented PLEG lost its GetContainerEvents stream %s times", failed[1])
+	}
+	printTimings("evented")
 	t.Run("removal", testRemoval)
 }
 
@@ -641,4 +708,15 @@ func netnsEntries() []string {
 		out = append(out, e.Name())
 	}
 	return out
+}
+
+// grepLines are the lines of text that contain s.
+func grepLines(text, s string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
