@@ -47,7 +47,7 @@ kubelet:
 # end-to-end tests; ends with an "N passed, N failed" line. One package at
 # a time: each end-to-end package runs its own daemon, and two at once
 # would share the host's cgroups and iptables. Budget: ten minutes
-# (measured: five and a half), plus building the tools and kubelet once on
+# (measured: six and a half), plus building the tools and kubelet once on
 # a new machine (about twenty-five).
 test: deps binaries failpoint-binaries kubelet
 	hack/test.sh -p 1 -tags nodee2e ./...
