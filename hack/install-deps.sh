@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs, idempotently, everything the tests and the demo need on a fresh
-# Debian machine: runc (built with seccomp), crun, criu, the CNI plugins, busybox-static,
+# Debian machine: runc (built with seccomp), crun, CRIU, the CNI plugins, busybox-static,
 # crictl, and stock containerd v2.4.2 binaries (ctr, and the runc shim we
 # compare with).
 # Everything goes to $PREFIX (default /usr/local) and /opt/cni/bin.
@@ -11,6 +11,8 @@ RUNC_VERSION=${RUNC_VERSION:-v1.5.2}
 CNI_VERSION=${CNI_VERSION:-v1.9.1}
 CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
 CRI_TOOLS_VERSION=${CRI_TOOLS_VERSION:-v1.37.0}
+CRIU_VERSION=${CRIU_VERSION:-4.2.1}
+CRIU_SHA256=${CRIU_SHA256:-29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9}
 CNI_BIN_DIR=${CNI_BIN_DIR:-/opt/cni/bin}
 export GOBIN="$PREFIX/bin"
 export GOFLAGS=-buildvcs=false
@@ -25,9 +27,14 @@ command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 # crun: the second OCI runtime the tests run pods with (a runtime handler).
 command -v crun >/dev/null 2>&1 || need_apt+=(crun)
-# criu: what checkpoints need (bookworm's 3.17 cannot run on Linux 6.18;
-# the checkpoint RPCs then say so).
-command -v criu >/dev/null 2>&1 || need_apt+=(criu)
+# CRIU's build dependencies: checkpoints need CRIU 4.2 on Linux 6.18
+# (bookworm's 3.17 fails `criu check`: "Unexpected rt vDSO area bounds",
+# checkpoint-restore/criu#2532; trixie's 4.1 hangs in its dump), built
+# below from Debian's own source package.
+for p in libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev protobuf-compiler libnl-3-dev \
+	libcap-dev libnet1-dev libbsd-dev libnftables-dev libgnutls28-dev uuid-dev; do
+	dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
 	log "apt-get install ${need_apt[*]}"
 	apt-get update -qq
@@ -62,5 +69,18 @@ if ! "$GOBIN/crictl" --version 2>/dev/null | grep -q "${CRI_TOOLS_VERSION}"; the
 	log "building crictl $CRI_TOOLS_VERSION"
 	go install -ldflags "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRI_TOOLS_VERSION" \
 		"sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION"
+fi
+# CRIU from the source Debian unstable ships, checked against the
+# checksum its Sources index gives, into $PREFIX/sbin (ahead of /usr/sbin
+# on root's PATH).
+if ! "$PREFIX/sbin/criu" --version 2>/dev/null | grep -q "Version: ${CRIU_VERSION}\$"; then
+	log "building CRIU $CRIU_VERSION"
+	src=$(mktemp -d)
+	curl -fsSL -o "$src/criu.tar.xz" "https://deb.debian.org/debian/pool/main/c/criu/criu_${CRIU_VERSION}.orig.tar.xz"
+	echo "$CRIU_SHA256  $src/criu.tar.xz" | sha256sum -c --quiet
+	tar -xf "$src/criu.tar.xz" -C "$src"
+	make -s -C "$src/criu-$CRIU_VERSION" -j"$(nproc)" criu >/dev/null
+	install -D -m 0755 "$src/criu-$CRIU_VERSION/criu/criu" "$PREFIX/sbin/criu"
+	rm -rf "$src"
 fi
 log "ok"

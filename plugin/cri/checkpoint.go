@@ -1,16 +1,29 @@
 package cri
 
 import (
+	"archive/tar"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/containerd/containerd/api/services/tasks/v1"
+	"github.com/containerd/containerd/api/types/runc/options"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/diff"
+	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -18,8 +31,9 @@ import (
 // asks, then CRIU: a node where it is missing or cannot run (Debian
 // bookworm's CRIU 3.17 does not start on Linux 6.18: "Unexpected rt vDSO
 // area bounds") gets FailedPrecondition with CRIU's own words, before any
-// container is paused or anything is written. Where CRIU runs, writing and
-// restoring checkpoints is not implemented yet: Unimplemented.
+// container is paused or anything is written. CheckpointContainer then
+// writes kubelet's checkpoint archive; restoring from one, CheckpointPod
+// and RestorePod are not implemented yet: Unimplemented.
 
 // CheckpointContainer checkpoints a running container to an archive at
 // location, as kubelet's checkpoint API asks.
@@ -35,7 +49,136 @@ func (s *Service) CheckpointContainer(ctx context.Context, r *runtimeapi.Checkpo
 	if state, _ := s.containerState(ctx, c, m); state != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("container " + m.ID + " is " + state.String() + ": only a running container can be checkpointed"))
 	}
-	return nil, toStatus(checkpointsUnavailable(ctx, "CheckpointContainer"))
+	if err := criuCheck(ctx); err != nil {
+		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("CheckpointContainer needs CRIU: " + err.Error()))
+	}
+	if r.GetTimeout() > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(r.GetTimeout())*time.Second)
+		defer cancel()
+	}
+	start := time.Now()
+	if err := s.writeCheckpoint(ctx, c, m, r.GetLocation()); err != nil {
+		return nil, toStatus(fmt.Errorf("checkpoint container %s: %w", m.ID, err))
+	}
+	log.G(ctx).WithField("id", m.ID).WithField("archive", r.GetLocation()).WithField("took", time.Since(start)).Info("container checkpointed")
+	return &runtimeapi.CheckpointContainerResponse{}, nil
+}
+
+// writeCheckpoint writes a running container's checkpoint archive, as
+// kubelet's checkpoint API and checkpointctl read it: a tar of
+// checkpoint/ (CRIU's images of its processes, which go on running),
+// spec.dump (its OCI spec), config.dump (what it was made from) and
+// rootfs-diff.tar (its writable layer's changes, an OCI layer). It is
+// made beside location and renamed onto it: a failure leaves nothing.
+func (s *Service) writeCheckpoint(ctx context.Context, c containerd.Container, m *containerMeta, location string) error {
+	tmp, err := os.MkdirTemp(filepath.Dir(location), ".checkpoint-")
+	if err != nil {
+		return invalid(fmt.Sprintf("checkpoint location: %v", err))
+	}
+	defer os.RemoveAll(tmp)
+	work := filepath.Join(tmp, "archive") // what the archive holds
+	images := filepath.Join(work, "checkpoint")
+	if err := os.MkdirAll(images, 0o700); err != nil {
+		return err
+	}
+	opts, err := typeurl.MarshalAnyToProto(&options.CheckpointOptions{ImagePath: images})
+	if err != nil {
+		return err
+	}
+	if _, err := s.client.TaskService().Checkpoint(ctx, &tasks.CheckpointTaskRequest{ContainerID: m.ID, Options: opts}); err != nil {
+		return err
+	}
+	spec, err := c.Spec(ctx)
+	if err != nil {
+		return err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return err
+	}
+	dump := map[string]any{
+		"id":               m.ID,
+		"name":             m.config.GetMetadata().GetName(),
+		"rootfsImage":      m.ImageRef,
+		"rootfsImageRef":   m.ImageID,
+		"rootfsImageName":  info.Image,
+		"runtime":          info.Runtime.Name,
+		"createdTime":      time.Unix(0, m.CreatedAt).UTC(),
+		"checkpointedTime": time.Now().UTC(),
+	}
+	for name, v := range map[string]any{"spec.dump": spec, "config.dump": dump} {
+		data, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(work, name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	if err := s.writeRootfsDiff(ctx, info, filepath.Join(work, "rootfs-diff.tar")); err != nil {
+		return fmt.Errorf("rootfs diff: %w", err)
+	}
+	archive := filepath.Join(tmp, "archive.tar")
+	f, err := os.OpenFile(archive, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	if err := tw.AddFS(os.DirFS(work)); err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(archive, location)
+}
+
+// writeRootfsDiff writes a container's writable layer as an OCI layer:
+// what it changed over its image, compared by containerd's differ.
+func (s *Service) writeRootfsDiff(ctx context.Context, info containers.Container, path string) error {
+	ctx, done, err := s.client.WithLease(ctx, leases.WithRandomID(), leases.WithExpiration(10*time.Minute))
+	if err != nil {
+		return err
+	}
+	defer done(context.WithoutCancel(ctx))
+	sn := s.client.SnapshotService(info.Snapshotter)
+	st, err := sn.Stat(ctx, info.SnapshotKey)
+	if err != nil {
+		return err
+	}
+	upper, err := sn.Mounts(ctx, info.SnapshotKey)
+	if err != nil {
+		return err
+	}
+	viewKey := "mine-checkpoint-" + newID()[:16]
+	lower, err := sn.View(ctx, viewKey, st.Parent)
+	if err != nil {
+		return err
+	}
+	defer sn.Remove(context.WithoutCancel(ctx), viewKey)
+	desc, err := s.client.DiffService().Compare(ctx, lower, upper, diff.WithMediaType(ocispec.MediaTypeImageLayer))
+	if err != nil {
+		return err
+	}
+	ra, err := s.client.ContentStore().ReaderAt(ctx, desc)
+	if err != nil {
+		return err
+	}
+	defer ra.Close()
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	if _, err := io.Copy(out, content.NewReader(ra)); err != nil {
+		return err
+	}
+	return out.Close()
 }
 
 // CheckpointPod checkpoints the selected running containers of a pod into
