@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,12 @@ func TestCRICheckpoints(t *testing.T) {
 		t.Errorf("something was written: %v", entries)
 	}
 
+	// Counted past 20: a restored process goes on from there, a new one
+	// would start again from 1.
+	waitFor(t, "the container to count past 20", 20*time.Second, func() bool {
+		n, _ := strconv.Atoi(strings.TrimSpace(mustExec(t, c, id, "cat", "/count")))
+		return n > 20
+	})
 	start := time.Now()
 	_, err = c.CheckpointContainer(ctx, &runtimeapi.CheckpointContainerRequest{ContainerId: id, Location: archive})
 	took := time.Since(start)
@@ -114,6 +121,34 @@ func TestCRICheckpoints(t *testing.T) {
 		}
 		if entries, _ := os.ReadDir(out); len(entries) != 1 {
 			t.Errorf("the checkpoint left more than its archive: %v", entries)
+		}
+
+		// Restored as kubelet restores: a container whose image is the
+		// archive, created, then started.
+		start = time.Now()
+		cfg := containerConfig("restored", "echo this command does not run; exit 7")
+		cfg.Image.Image = archive
+		resp, err := c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := c.status(t, resp.ContainerId); st.State != runtimeapi.ContainerState_CONTAINER_CREATED {
+			t.Errorf("the container made from the archive is %s, want CREATED", st.State)
+		}
+		if _, err := c.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: resp.ContainerId}); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("CreateContainer and StartContainer from the archive took %v", time.Since(start))
+		restored := resp.ContainerId
+		at := mustExec(t, c, restored, "cat", "/count")
+		waitFor(t, "the restored process to count on", 10*time.Second, func() bool {
+			return mustExec(t, c, restored, "cat", "/count") != at
+		})
+		if n, _ := strconv.Atoi(strings.TrimSpace(mustExec(t, c, restored, "cat", "/count"))); n <= 20 {
+			t.Errorf("the restored container counts from %d: its process started afresh, not from its checkpoint", n)
+		}
+		if st := c.status(t, restored); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+			t.Errorf("the restored container is %s", st.State)
 		}
 	}
 

@@ -19,6 +19,9 @@ type container struct {
 	// initExitPending is set while the init has exited but some exec's
 	// exit has not been published yet.
 	initExitPending bool
+	// restoreFrom is the CRIU images its init is restored from at Start
+	// (runc restore in place of runc create and start), "" otherwise.
+	restoreFrom string
 }
 
 // unpublishedExecs lists the started execs whose TaskExit is not out yet.

@@ -32,9 +32,6 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if r.ID == "" || r.Bundle == "" {
 		return nil, errdefs.ErrInvalidArgument.WithMessage("create needs a container id and a bundle")
 	}
-	if r.Checkpoint != "" {
-		return nil, errdefs.ErrNotImplemented.WithMessage("restoring a container from a checkpoint is not supported by this shim")
-	}
 	s.mu.Lock()
 	_, exists := s.containers[r.ID]
 	if !exists && !s.creating[r.ID] {
@@ -98,6 +95,20 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	p.io = pio
 
+	if r.Checkpoint != "" {
+		// Restored, not created: runc restore makes and runs its init at
+		// Start, as containerd's runc shim does. containerd gives the
+		// CRIU images' directory (criu_image_path, or a checkpoint image
+		// it unpacked).
+		c.restoreFrom = r.Checkpoint
+		s.mu.Lock()
+		s.containers[r.ID] = c
+		s.mu.Unlock()
+		s.publish(runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
+			IO: &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}, Checkpoint: c.restoreFrom})
+		return &taskAPI.CreateTaskResponse{}, nil
+	}
+
 	s.beginStart()
 	pid, err := s.runcCreate(ctx, c)
 	if err == nil {
@@ -134,6 +145,42 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		Pid:        uint32(pid),
 	})
 	return &taskAPI.CreateTaskResponse{Pid: uint32(pid)}, nil
+}
+
+// restoreInit runs `runc restore` for a container created from a
+// checkpoint: its init comes back running, with the processes and memory
+// the images hold, its stdio connected as a created one's is.
+func (s *service) restoreInit(ctx context.Context, c *container) (int, error) {
+	pidFile := filepath.Join(c.bundle, initPidFile)
+	s.beginStart()
+	_, err := c.runc.Restore(context.WithoutCancel(ctx), c.id, c.bundle, &runc.RestoreOpts{
+		CheckpointOpts: runc.CheckpointOpts{ImagePath: c.restoreFrom, WorkDir: filepath.Join(c.bundle, "criu-work")},
+		IO:             c.init.io.runcIO(),
+		ConsoleSocket:  c.init.io.consoleSocket(),
+		Detach:         true,
+		PidFile:        pidFile,
+		NoPivot:        c.opts.NoPivotRoot,
+	})
+	pid := 0
+	if err == nil {
+		pid, err = runc.ReadPidFile(pidFile)
+	}
+	if err == nil {
+		c.init.pid = pid
+		s.watchContainer(c)
+		err = c.init.io.start()
+	}
+	s.mu.Lock()
+	s.endStartLocked(c.init, pid)
+	if err == nil && c.init.status == task.Status_CREATED {
+		c.init.status = task.Status_RUNNING
+	}
+	s.mu.Unlock()
+	if err != nil {
+		_ = c.runc.Delete(context.WithoutCancel(ctx), c.id, &runc.DeleteOpts{Force: true})
+		return 0, runcError(c.bundle, fmt.Errorf("runc restore %s: %w", c.id, err))
+	}
+	return pid, nil
 }
 
 // runcCreate runs `runc create` and connects the new init's stdio.
@@ -199,6 +246,14 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	s.mu.Unlock()
 	defer close(gate)
 
+	if p.isInit() && c.restoreFrom != "" {
+		pid, err := s.restoreInit(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		s.publish(runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: c.id, Pid: uint32(pid)})
+		return &taskAPI.StartResponse{Pid: uint32(pid)}, nil
+	}
 	if p.isInit() {
 		err := failpoint.Inject(ctx, failpoint.RuncStart)
 		if err == nil {

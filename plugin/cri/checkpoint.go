@@ -20,6 +20,8 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/diff"
 	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/pkg/archive"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
@@ -315,4 +317,122 @@ func criuCheck(ctx context.Context) error {
 		return fmt.Errorf("`criu check` fails on this node: %s", errs[0])
 	}
 	return fmt.Errorf("`criu check` fails on this node: %s ... %s", errs[0], errs[len(errs)-1])
+}
+
+// checkpointDump is what a restore reads of a checkpoint archive's
+// config.dump.
+type checkpointDump struct {
+	ID              string `json:"id"`
+	Name            string `json:"name"`
+	RootfsImage     string `json:"rootfsImage"`
+	RootfsImageRef  string `json:"rootfsImageRef"`
+	RootfsImageName string `json:"rootfsImageName"`
+}
+
+// readCheckpointArchive tells whether an image reference is a checkpoint
+// archive (an absolute path to a tar with config.dump and CRIU's
+// inventory), as kubelet's restore gives one in place of an image, and
+// reads its config.dump.
+func readCheckpointArchive(ref string) (*checkpointDump, bool, error) {
+	if !filepath.IsAbs(ref) {
+		return nil, false, nil
+	}
+	f, err := os.Open(ref)
+	if err != nil {
+		return nil, false, nil // a path that is no file is no archive: the image lookup says so
+	}
+	defer f.Close()
+	var dump *checkpointDump
+	inventory := false
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, false, nil // not a tar
+		}
+		switch filepath.Clean(h.Name) {
+		case "config.dump":
+			dump = &checkpointDump{}
+			if err := json.NewDecoder(io.LimitReader(tr, 1<<20)).Decode(dump); err != nil {
+				return nil, true, invalid(fmt.Sprintf("checkpoint archive %s: config.dump: %v", ref, err))
+			}
+		case "checkpoint/inventory.img":
+			inventory = true
+		}
+	}
+	if dump == nil || !inventory {
+		return nil, false, nil
+	}
+	return dump, true, nil
+}
+
+// prepareRestore unpacks a checkpoint archive for a container created
+// from it: CRIU's images into dir, which StartContainer restores from,
+// and its writable layer's changes onto the container's new snapshot.
+func (s *Service) prepareRestore(ctx context.Context, archivePath, dir, snapshotter, key string) error {
+	f, err := os.Open(archivePath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(filepath.Dir(dir))
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	base := filepath.Base(dir)
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name := filepath.Clean(h.Name)
+		switch {
+		case name == "rootfs-diff.tar":
+			mounts, err := s.client.SnapshotService(snapshotter).Mounts(ctx, key)
+			if err != nil {
+				return err
+			}
+			if err := mount.WithTempMount(ctx, mounts, func(rootfs string) error {
+				_, err := archive.Apply(ctx, rootfs, tr)
+				return err
+			}); err != nil {
+				return fmt.Errorf("apply rootfs-diff.tar: %w", err)
+			}
+		case name == "checkpoint" || strings.HasPrefix(name, "checkpoint/"):
+			// Inside dir whatever the names: os.Root refuses "..".
+			dst := filepath.Join(base, strings.TrimPrefix(name, "checkpoint"))
+			switch h.Typeflag {
+			case tar.TypeDir:
+				if err := root.MkdirAll(dst, 0o700); err != nil {
+					return err
+				}
+			case tar.TypeReg:
+				if err := root.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+					return err
+				}
+				out, err := root.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+				if err != nil {
+					return err
+				}
+				_, err = io.Copy(out, tr)
+				if cerr := out.Close(); err == nil {
+					err = cerr
+				}
+				if err != nil {
+					return err
+				}
+			}
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -53,7 +54,21 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	ci, err := s.images.find(ctx, cfg.GetImage().GetImage())
+	imageRef := cfg.GetImage().GetImage()
+	// A checkpoint archive in place of an image, as kubelet restores a
+	// container: made from the checkpoint's image, its processes restored
+	// at StartContainer.
+	checkpoint, restoring, err := readCheckpointArchive(imageRef)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if restoring {
+		imageRef = checkpoint.RootfsImageRef
+	}
+	ci, err := s.images.find(ctx, imageRef)
+	if restoring && errdefs.IsNotFound(err) {
+		err = errdefs.ErrFailedPrecondition.WithMessage(fmt.Sprintf("the checkpoint's image %s (%s) is not on this node: pull it first", checkpoint.RootfsImage, checkpoint.RootfsImageRef))
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -85,6 +100,8 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 	defer func() {
 		if !created && len(volumes) > 0 {
 			s.removeImageVolumes(ctx, volumes)
+		}
+		if !created {
 			os.RemoveAll(s.containerDir(id))
 		}
 	}()
@@ -120,6 +137,9 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 		ImageVolumes: volumes,
 		config:       cfg,
 	}
+	if restoring {
+		meta.Restore = filepath.Join(s.containerDir(id), "checkpoint")
+	}
 	// Until the container is recorded, a plugin that connects waits: it
 	// then finds the container in its Synchronize, or is told of it here.
 	unblock := s.nri.BlockSync()
@@ -134,7 +154,7 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 	if err := s.nriCreateContainer(ctx, sb, meta, spec); err != nil {
 		return nil, toStatus(err)
 	}
-	_, err = s.client.NewContainer(ctx, id,
+	record, err := s.client.NewContainer(ctx, id,
 		containerd.WithSnapshotter(conf.Snapshotter),
 		containerd.WithNewSnapshot(id, image, append(rootfsRemap(sb.config), snapshots.WithLabels(map[string]string{labelSnapshotOf: id}))...),
 		// After the snapshot is made: it must go with the failure.
@@ -152,6 +172,14 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 			err = fmt.Errorf("%w (and removing its snapshot: %v)", err, rerr)
 		}
 		return nil, toStatus(fmt.Errorf("create container: %w", err))
+	}
+	if restoring {
+		if err := s.prepareRestore(ctx, cfg.GetImage().GetImage(), meta.Restore, conf.Snapshotter, id); err != nil {
+			if derr := record.Delete(ctx, containerd.WithSnapshotCleanup); derr != nil {
+				err = fmt.Errorf("%w (and removing the container: %v)", err, derr)
+			}
+			return nil, toStatus(fmt.Errorf("restore from %s: %w", cfg.GetImage().GetImage(), err))
+		}
 	}
 	created = true
 	s.records.putContainer(meta)

@@ -83,7 +83,11 @@ func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContain
 			stdin = extension.KeptOpenStdinURI(stdin)
 		}
 	}
-	if task, err = c.NewTask(ctx, s.logIO(m, stdin)); err != nil {
+	var restore []containerd.NewTaskOpts
+	if m.Restore != "" {
+		restore = append(restore, containerd.WithRestoreImagePath(m.Restore))
+	}
+	if task, err = c.NewTask(ctx, s.logIO(m, stdin), restore...); err != nil {
 		return nil, toStatus(fmt.Errorf("create task: %w", err))
 	}
 	if err := s.nriStartContainer(ctx, c, m, task.Pid()); err != nil {

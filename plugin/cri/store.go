@@ -102,6 +102,9 @@ type containerMeta struct {
 	Process *process `json:",omitempty"`
 	// ImageVolumes are the images mounted into it (image_volumes.go).
 	ImageVolumes []imageVolume `json:",omitempty"`
+	// Restore holds the CRIU images of the checkpoint it was created
+	// from: StartContainer restores its processes instead of starting it.
+	Restore string `json:",omitempty"`
 	config       *runtimeapi.ContainerConfig
 }
 
