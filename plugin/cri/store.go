@@ -105,7 +105,7 @@ type containerMeta struct {
 	// Restore holds the CRIU images of the checkpoint it was created
 	// from: StartContainer restores its processes instead of starting it.
 	Restore string `json:",omitempty"`
-	config       *runtimeapi.ContainerConfig
+	config  *runtimeapi.ContainerConfig
 }
 
 // saveSandbox writes a pod's changed metadata to containerd, then to the
