@@ -147,8 +147,23 @@ func TestCRICheckpoints(t *testing.T) {
 		if n, _ := strconv.Atoi(strings.TrimSpace(mustExec(t, c, restored, "cat", "/count"))); n <= 20 {
 			t.Errorf("the restored container counts from %d: its process started afresh, not from its checkpoint", n)
 		}
-		if st := c.status(t, restored); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
-			t.Errorf("the restored container is %s", st.State)
+		if st := c.status(t, restored); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING || !strings.Contains(st.Image.GetImage(), "busybox") {
+			t.Errorf("the restored container is %s, of image %q (want the checkpoint's, busybox)", st.State, st.Image.GetImage())
+		}
+
+		// An archive whose image is not on the node: FailedPrecondition,
+		// and nothing made.
+		foreign := filepath.Join(out, "foreign.tar")
+		rewriteTar(t, archive, foreign, "config.dump", []byte(`{"id":"x","name":"main","rootfsImage":"nosuch:1","rootfsImageRef":"sha256:`+strings.Repeat("0", 64)+`"}`))
+		before, _ := criClient(t).Containers(ctx)
+		cfg = containerConfig("foreign", "true")
+		cfg.Image.Image = foreign
+		_, err = c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "nosuch:1") {
+			t.Errorf("restore of an archive whose image is missing: %v, want FailedPrecondition naming it", err)
+		}
+		if after, _ := criClient(t).Containers(ctx); len(after) != len(before) {
+			t.Errorf("the refused restore made a container: %d records, %d before", len(after), len(before))
 		}
 	}
 
@@ -220,4 +235,43 @@ func keys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// rewriteTar copies a tar with one file's content replaced.
+func rewriteTar(t *testing.T, from, to, name string, data []byte) {
+	t.Helper()
+	in, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	tr, tw := tar.NewReader(in), tar.NewWriter(out)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body io.Reader = tr
+		if h.Name == name {
+			h.Size = int64(len(data))
+			body = bytes.NewReader(data)
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(tw, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

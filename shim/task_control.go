@@ -197,7 +197,8 @@ func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 	if _, err := exec.LookPath("criu"); err != nil {
 		return nil, errdefs.ErrFailedPrecondition.WithMessage("checkpointing needs CRIU, which is not installed on this host")
 	}
-	if err := c.runc.Checkpoint(ctx, c.id, &runc.CheckpointOpts{
+	// Not cut short: CRIU killed half way may leave the processes seized.
+	if err := c.runc.Checkpoint(context.WithoutCancel(ctx), c.id, &runc.CheckpointOpts{
 		ImagePath: r.Path,
 		WorkDir:   filepath.Join(c.bundle, "criu-work"),
 	}, runc.LeaveRunning); err != nil {

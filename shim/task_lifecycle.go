@@ -166,20 +166,34 @@ func (s *service) restoreInit(ctx context.Context, c *container) (int, error) {
 		pid, err = runc.ReadPidFile(pidFile)
 	}
 	if err == nil {
-		c.init.pid = pid
-		s.watchContainer(c)
 		err = c.init.io.start()
 	}
+	var cg any
+	if err == nil {
+		if cg, err = loadCgroup(pid); err != nil {
+			log.G(ctx).WithError(err).WithField("id", c.id).Warn("load cgroup")
+			cg, err = nil, nil
+		}
+	}
+	if err != nil {
+		// Its process goes with the forced delete, and its exit with
+		// nobody told of a start: the init stays unrestored, pid 0.
+		_ = c.runc.Delete(context.WithoutCancel(ctx), c.id, &runc.DeleteOpts{Force: true})
+		s.mu.Lock()
+		s.endStartLocked(c.init, 0)
+		s.mu.Unlock()
+		return 0, runcError(c.bundle, fmt.Errorf("runc restore %s: %w", c.id, err))
+	}
 	s.mu.Lock()
+	c.cgroup = cg
+	if cg != nil {
+		c.stopOOMWatch = s.watchOOM(c.id, cg)
+	}
 	s.endStartLocked(c.init, pid)
-	if err == nil && c.init.status == task.Status_CREATED {
+	if c.init.status == task.Status_CREATED {
 		c.init.status = task.Status_RUNNING
 	}
 	s.mu.Unlock()
-	if err != nil {
-		_ = c.runc.Delete(context.WithoutCancel(ctx), c.id, &runc.DeleteOpts{Force: true})
-		return 0, runcError(c.bundle, fmt.Errorf("runc restore %s: %w", c.id, err))
-	}
 	return pid, nil
 }
 
@@ -404,6 +418,12 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		return &taskAPI.DeleteResponse{Pid: uint32(p.pid), ExitStatus: uint32(p.exitCode), ExitedAt: protobuf.ToTimestamp(exitTime(p))}, nil
 	}
 	neverStarted := p.status == task.Status_CREATED
+	unrestored := neverStarted && p.pid == 0 && c.restoreFrom != ""
+	if unrestored {
+		// Waiting to be restored, or its restore failed: runc has no
+		// container and there is no process to reap.
+		p.abandonLocked()
+	}
 	s.mu.Unlock()
 
 	// runc delete --force kills an init that was created but never
@@ -413,16 +433,18 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	// a third of a pod's teardown. runc still kills what is left in the
 	// cgroup of a container that shares its PID namespace.
 	force := neverStarted
-	if err = failpoint.Inject(ctx, failpoint.RuncDelete); err == nil {
-		err = c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: force})
+	if !unrestored {
+		if err = failpoint.Inject(ctx, failpoint.RuncDelete); err == nil {
+			err = c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: force})
+		}
+		if err != nil && !force {
+			err = c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: true})
+		}
+		if err != nil {
+			log.G(ctx).WithError(runcError(c.bundle, err)).Warn("runc delete")
+		}
 	}
-	if err != nil && !force {
-		err = c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: true})
-	}
-	if err != nil {
-		log.G(ctx).WithError(runcError(c.bundle, err)).Warn("runc delete")
-	}
-	if neverStarted {
+	if neverStarted && !unrestored {
 		select {
 		case <-p.exited:
 		case <-time.After(deleteWaitTimeout):
@@ -432,7 +454,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 			s.mu.Unlock()
 			p.markExited()
 		}
-	} else {
+	} else if !unrestored {
 		<-p.exited
 	}
 	p.io.Close()

@@ -48,6 +48,9 @@ func (s *Service) CheckpointContainer(ctx context.Context, r *runtimeapi.Checkpo
 	if loc := r.GetLocation(); loc == "" || !filepath.IsAbs(loc) {
 		return nil, toStatus(invalid(fmt.Sprintf("checkpoint location %q is not an absolute path", loc)))
 	}
+	// Not removed, updated or checkpointed again meanwhile.
+	unlock := s.lock(m.ID)
+	defer unlock()
 	if state, _ := s.containerState(ctx, c, m); state != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("container " + m.ID + " is " + state.String() + ": only a running container can be checkpointed"))
 	}
@@ -335,6 +338,10 @@ type checkpointDump struct {
 // reads its config.dump.
 func readCheckpointArchive(ref string) (*checkpointDump, bool, error) {
 	if !filepath.IsAbs(ref) {
+		return nil, false, nil
+	}
+	// A regular file only: opening a FIFO would wait for a writer.
+	if fi, err := os.Lstat(ref); err != nil || !fi.Mode().IsRegular() {
 		return nil, false, nil
 	}
 	f, err := os.Open(ref)

@@ -1,6 +1,7 @@
 package cri
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -63,7 +64,7 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 		return nil, toStatus(err)
 	}
 	if restoring {
-		imageRef = checkpoint.RootfsImageRef
+		imageRef = cmp.Or(checkpoint.RootfsImageRef, checkpoint.RootfsImageName, checkpoint.RootfsImage)
 	}
 	ci, err := s.images.find(ctx, imageRef)
 	if restoring && errdefs.IsNotFound(err) {
@@ -138,6 +139,9 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 		config:       cfg,
 	}
 	if restoring {
+		// Its image is the checkpoint's; the CRIU images stay beside it
+		// until its start.
+		meta.ImageRef = cmp.Or(checkpoint.RootfsImage, checkpoint.RootfsImageName, meta.ImageID)
 		meta.Restore = filepath.Join(s.containerDir(id), "checkpoint")
 	}
 	// Until the container is recorded, a plugin that connects waits: it

@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -99,6 +100,10 @@ func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContain
 	started := processIdentity(task.Pid())
 	if m, err = s.updateContainerMeta(ctx, c, func(m *containerMeta) { m.StartedAt, m.Process = nowNano(), started }); err != nil {
 		return nil, toStatus(err)
+	}
+	if m.Restore != "" {
+		// A copy of its processes' memory: not kept once they run again.
+		os.RemoveAll(m.Restore)
 	}
 	s.nriContainerStarted(ctx, c, m)
 	s.initTriggers.fire(m.SandboxID)
