@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -34,8 +36,10 @@ import (
 // bookworm's CRIU 3.17 does not start on Linux 6.18: "Unexpected rt vDSO
 // area bounds") gets FailedPrecondition with CRIU's own words, before any
 // container is paused or anything is written. CheckpointContainer then
-// writes kubelet's checkpoint archive; restoring from one, CheckpointPod
-// and RestorePod are not implemented yet: Unimplemented.
+// writes kubelet's checkpoint archive; CreateContainer restores a
+// container from one (its image reference being the archive's path);
+// CheckpointPod writes one archive per selected container, all paused
+// for one cut; RestorePod makes a pod and its containers from them.
 
 // CheckpointContainer checkpoints a running container to an archive at
 // location, as kubelet's checkpoint API asks.
@@ -205,6 +209,11 @@ func (s *Service) CheckpointPod(ctx context.Context, r *runtimeapi.CheckpointPod
 		return nil, toStatus(invalid("CheckpointPod needs the IDs of the containers to checkpoint"))
 	}
 	seen := map[string]bool{}
+	type selected struct {
+		c containerd.Container
+		m *containerMeta
+	}
+	var all []selected
 	for _, ref := range ids {
 		c, m, err := s.findContainer(ctx, ref)
 		if err != nil {
@@ -221,8 +230,49 @@ func (s *Service) CheckpointPod(ctx context.Context, r *runtimeapi.CheckpointPod
 		if state, _ := s.containerState(ctx, c, m); state != runtimeapi.ContainerState_CONTAINER_RUNNING {
 			return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("container " + id + " is " + state.String() + ": only running containers can be checkpointed"))
 		}
+		all = append(all, selected{c, m})
 	}
-	return nil, toStatus(checkpointsUnavailable(ctx, "CheckpointPod"))
+	if err := criuCheck(ctx); err != nil {
+		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("CheckpointPod needs CRIU: " + err.Error()))
+	}
+	// The pod stays as it is while it is cut.
+	unlock := s.lock(podID)
+	defer unlock()
+	start := time.Now()
+	// One cut: every container paused before any is captured, and every
+	// one resumed before returning, whatever happened.
+	var paused []containerd.Task
+	defer func() {
+		for _, t := range paused {
+			if err := t.Resume(context.WithoutCancel(ctx)); err != nil {
+				log.G(ctx).WithError(err).WithField("id", t.ID()).Error("resume a container after its pod's checkpoint")
+			}
+		}
+	}()
+	for _, sel := range all {
+		t, err := sel.c.Task(ctx, nil)
+		if err == nil {
+			err = t.Pause(ctx)
+		}
+		if err != nil {
+			return nil, toStatus(fmt.Errorf("pause container %s: %w", sel.m.ID, err))
+		}
+		paused = append(paused, t)
+	}
+	out := r.GetOutputPath()
+	for _, sel := range all {
+		archive := filepath.Join(out, sel.m.config.GetMetadata().GetName()+".tar")
+		if err := s.writeCheckpoint(ctx, sel.c, sel.m, archive); err != nil {
+			// What was written goes: the caller's directory is left empty.
+			entries, _ := os.ReadDir(out)
+			for _, e := range entries {
+				os.RemoveAll(filepath.Join(out, e.Name()))
+			}
+			return nil, toStatus(fmt.Errorf("checkpoint container %s: %w", sel.m.ID, err))
+		}
+	}
+	log.G(ctx).WithField("pod", podID).WithField("containers", len(all)).WithField("took", time.Since(start)).Info("pod checkpointed")
+	return &runtimeapi.CheckpointPodResponse{}, nil
 }
 
 // RestorePod makes a pod and its containers, CREATED, from a checkpoint.
@@ -249,12 +299,71 @@ func (s *Service) RestorePod(ctx context.Context, r *runtimeapi.RestorePodReques
 		}
 		names[name] = true
 	}
-	if p := r.GetCheckpointPath(); !filepath.IsAbs(p) {
-		return nil, toStatus(invalid(fmt.Sprintf("checkpoint path %q is not absolute", p)))
-	} else if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
-		return nil, toStatus(invalid(fmt.Sprintf("checkpoint path %s is not a directory", p)))
+	dir := r.GetCheckpointPath()
+	if !filepath.IsAbs(dir) {
+		return nil, toStatus(invalid(fmt.Sprintf("checkpoint path %q is not absolute", dir)))
+	} else if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return nil, toStatus(invalid(fmt.Sprintf("checkpoint path %s is not a directory", dir)))
 	}
-	return nil, toStatus(checkpointsUnavailable(ctx, "RestorePod"))
+	// A pod checkpoint is CheckpointPod's directory: one container
+	// archive per container, named after it. The names must be exactly
+	// the configurations'.
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	inCheckpoint := map[string]bool{}
+	for _, e := range entries {
+		if name, ok := strings.CutSuffix(e.Name(), ".tar"); ok && e.Type().IsRegular() {
+			if _, isArchive, err := readCheckpointArchive(filepath.Join(dir, e.Name())); err == nil && isArchive {
+				inCheckpoint[name] = true
+			}
+		}
+	}
+	if len(inCheckpoint) != len(names) {
+		return nil, toStatus(invalid(fmt.Sprintf("the checkpoint holds containers %v, the request configures %v", sortedKeys(inCheckpoint), sortedKeys(names))))
+	}
+	for name := range names {
+		if !inCheckpoint[name] {
+			return nil, toStatus(invalid(fmt.Sprintf("the checkpoint holds containers %v, the request configures %v", sortedKeys(inCheckpoint), sortedKeys(names))))
+		}
+	}
+	if err := criuCheck(ctx); err != nil {
+		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("RestorePod needs CRIU: " + err.Error()))
+	}
+	// The pod as RunPodSandbox makes it, its containers as CreateContainer
+	// makes one from its archive: CREATED, their processes restored when
+	// each is started. On error everything made goes.
+	run, err := s.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: r.GetConfig(), RuntimeHandler: r.GetRuntimeHandler()})
+	if err != nil {
+		return nil, err
+	}
+	resp := &runtimeapi.RestorePodResponse{PodSandboxId: run.PodSandboxId}
+	for _, cfg := range r.GetContainerConfigs() {
+		cfg = proto.Clone(cfg).(*runtimeapi.ContainerConfig)
+		if cfg.Image == nil {
+			cfg.Image = &runtimeapi.ImageSpec{}
+		}
+		cfg.Image.Image = filepath.Join(dir, cfg.GetMetadata().GetName()+".tar")
+		created, err := s.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: r.GetConfig()})
+		if err != nil {
+			if _, rerr := s.RemovePodSandbox(context.WithoutCancel(ctx), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: run.PodSandboxId}); rerr != nil {
+				log.G(ctx).WithError(rerr).WithField("pod", run.PodSandboxId).Warn("remove the pod of a failed restore")
+			}
+			return nil, err
+		}
+		resp.RestoredContainers = append(resp.RestoredContainers, &runtimeapi.RestoredContainer{Name: cfg.GetMetadata().GetName(), ContainerId: created.ContainerId})
+	}
+	return resp, nil
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // emptyDirectory checks CheckpointPod's output path: absolute, existing,
@@ -280,16 +389,6 @@ func noOptions(opts map[string]string) error {
 		return invalid(fmt.Sprintf("option %q: this runtime takes no checkpoint or restore options", k))
 	}
 	return nil
-}
-
-// checkpointsUnavailable says why a checkpoint or restore cannot be made:
-// CRIU is missing or cannot run here (FailedPrecondition), or it can and
-// mine does not yet use it (Unimplemented).
-func checkpointsUnavailable(ctx context.Context, rpc string) error {
-	if err := criuCheck(ctx); err != nil {
-		return errdefs.ErrFailedPrecondition.WithMessage(rpc + " needs CRIU: " + err.Error())
-	}
-	return errdefs.ErrNotImplemented.WithMessage(rpc + ": checkpoints with CRIU are not implemented by this runtime yet")
 }
 
 // criuCheck runs `criu check`, which tells whether CRIU can checkpoint on
