@@ -392,3 +392,21 @@ func TestCRIUpdatePodSandboxResources(t *testing.T) {
 		t.Errorf("recorded pod config %v", info.Config.GetLinux())
 	}
 }
+
+// TestCRIRuntimeConfig: kubelet learns the cgroup driver of the default
+// handler (cgroupfs here: SystemdCgroup is off) and hands over its pod
+// CIDR, which CNI's configuration already covers.
+func TestCRIRuntimeConfig(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	resp, err := c.RuntimeConfig(ctx, &runtimeapi.RuntimeConfigRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := resp.GetLinux().GetCgroupDriver(); d != runtimeapi.CgroupDriver_CGROUPFS {
+		t.Errorf("cgroup driver %s, want CGROUPFS", d)
+	}
+	if _, err := c.UpdateRuntimeConfig(ctx, &runtimeapi.UpdateRuntimeConfigRequest{RuntimeConfig: &runtimeapi.RuntimeConfig{NetworkConfig: &runtimeapi.NetworkConfig{PodCidr: "10.88.0.0/16"}}}); err != nil {
+		t.Errorf("UpdateRuntimeConfig: %v", err)
+	}
+}

@@ -1,11 +1,15 @@
 package integration
 
 import (
+	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -129,4 +133,43 @@ func TestCRIStreamListsMatchLists(t *testing.T) {
 	}
 	slices.Sort(streamedImages)
 	same("images", streamedImages, ids(len(images.Images), func(i int) string { return images.Images[i].Id }))
+}
+
+// TestCRIStreamBeyondMessageLimit: a node whose containers' list is more
+// than kubelet's 16 MiB message limit (70 containers with 240 KiB of
+// annotations each, near the most an object may carry) cannot be listed
+// by ListContainers, and is streamed whole by StreamContainers under
+// gRPC's default 4 MiB limit.
+func TestCRIStreamBeyondMessageLimit(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "streambig")
+	podID := c.runPod(t, pod)
+	const n = 70
+	big := strings.Repeat("a", 240<<10)
+	for i := range n {
+		cfg := containerConfig(fmt.Sprintf("c%d", i), "true")
+		cfg.Annotations = map[string]string{"big": big}
+		if _, err := c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	filter := &runtimeapi.ContainerFilter{PodSandboxId: podID}
+	_, err := c.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: filter}, grpc.MaxCallRecvMsgSize(16<<20))
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("ListContainers of %d containers of 240 KiB under a 16 MiB limit: %v, want ResourceExhausted (the list must be larger than one message)", n, err)
+	}
+	msgs, err := recvAll(c.StreamContainers(ctx, &runtimeapi.StreamContainersRequest{Filter: filter}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for _, m := range msgs {
+		got += len(m.Containers)
+	}
+	if got != n {
+		t.Errorf("StreamContainers sent %d containers in %d messages, want %d", got, len(msgs), n)
+	}
+	t.Logf("%d containers in %d messages", got, len(msgs))
 }
