@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -390,6 +391,33 @@ func TestCRIUpdatePodSandboxResources(t *testing.T) {
 	jsonUnmarshal(t, resp.Info["info"], &info)
 	if info.Config.GetLinux().GetResources().GetMemoryLimitInBytes() != 123456789 || info.Config.GetLinux().GetOverhead().GetCpuShares() != 77 {
 		t.Errorf("recorded pod config %v", info.Config.GetLinux())
+	}
+
+	// A pod with a cgroup parent, as kubelet makes one: the new
+	// resources are in its cgroup.
+	parent := fmt.Sprintf("/mine-test-resize-%d", os.Getpid())
+	t.Cleanup(func() {
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + parent)
+		for _, d := range append(dirs, "/sys/fs/cgroup"+parent) {
+			os.Remove(d)
+		}
+	})
+	c.pullBusybox(t)
+	pod := podConfig(t, "resize-cgroup")
+	pod.Linux.CgroupParent = parent
+	podID = c.runPod(t, pod)
+	c.startContainer(t, podID, pod, containerConfig("main", "sleep 1000"))
+	if _, err := c.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{
+		PodSandboxId: podID,
+		Resources:    &runtimeapi.LinuxContainerResources{CpuShares: 333, MemoryLimitInBytes: 200 << 20},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]string{"cpu/cpu.shares": "333", "memory/memory.limit_in_bytes": "209715200"} {
+		data, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", filepath.Dir(file), parent, filepath.Base(file)))
+		if err != nil || strings.TrimSpace(string(data)) != want {
+			t.Errorf("the pod cgroup's %s: %q (%v), want %s", file, data, err, want)
+		}
 	}
 }
 
