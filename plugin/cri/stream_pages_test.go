@@ -22,9 +22,9 @@ func (p *pageStream) Send(r *[]*runtimeapi.Container) error {
 func TestSendPages(t *testing.T) {
 	big := strings.Repeat("x", 250<<10) // the most annotations an object may carry
 	for _, tc := range []struct {
-		name              string
+		name               string
 		items, pages, last int
-		annotation        string
+		annotation         string
 	}{
 		{"empty: one empty message", 0, 1, 0, ""},
 		{"one", 1, 1, 1, ""},
