@@ -20,7 +20,6 @@ import (
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/diff"
-	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/archive"
 	"github.com/containerd/errdefs"
@@ -106,15 +105,15 @@ func (s *Service) writeCheckpoint(ctx context.Context, c containerd.Container, m
 	if err != nil {
 		return err
 	}
-	dump := map[string]any{
-		"id":               m.ID,
-		"name":             m.config.GetMetadata().GetName(),
-		"rootfsImage":      m.ImageRef,
-		"rootfsImageRef":   m.ImageID,
-		"rootfsImageName":  info.Image,
-		"runtime":          info.Runtime.Name,
-		"createdTime":      time.Unix(0, m.CreatedAt).UTC(),
-		"checkpointedTime": time.Now().UTC(),
+	dump := checkpointDump{
+		ID:               m.ID,
+		Name:             m.config.GetMetadata().GetName(),
+		RootfsImage:      m.ImageRef,
+		RootfsImageRef:   m.ImageID,
+		RootfsImageName:  info.Image,
+		Runtime:          info.Runtime.Name,
+		CreatedTime:      time.Unix(0, m.CreatedAt).UTC(),
+		CheckpointedTime: time.Now().UTC(),
 	}
 	for name, v := range map[string]any{"spec.dump": spec, "config.dump": dump} {
 		data, err := json.Marshal(v)
@@ -150,11 +149,6 @@ func (s *Service) writeCheckpoint(ctx context.Context, c containerd.Container, m
 // writeRootfsDiff writes a container's writable layer as an OCI layer:
 // what it changed over its image, compared by containerd's differ.
 func (s *Service) writeRootfsDiff(ctx context.Context, info containers.Container, path string) error {
-	ctx, done, err := s.client.WithLease(ctx, leases.WithRandomID(), leases.WithExpiration(10*time.Minute))
-	if err != nil {
-		return err
-	}
-	defer done(context.WithoutCancel(ctx))
 	sn := s.client.SnapshotService(info.Snapshotter)
 	st, err := sn.Stat(ctx, info.SnapshotKey)
 	if err != nil {
@@ -164,30 +158,26 @@ func (s *Service) writeRootfsDiff(ctx context.Context, info containers.Container
 	if err != nil {
 		return err
 	}
-	viewKey := "mine-checkpoint-" + newID()[:16]
-	lower, err := sn.View(ctx, viewKey, st.Parent)
-	if err != nil {
-		return err
-	}
-	defer sn.Remove(context.WithoutCancel(ctx), viewKey)
-	desc, err := s.client.DiffService().Compare(ctx, lower, upper, diff.WithMediaType(ocispec.MediaTypeImageLayer))
-	if err != nil {
-		return err
-	}
-	ra, err := s.client.ContentStore().ReaderAt(ctx, desc)
-	if err != nil {
-		return err
-	}
-	defer ra.Close()
-	out, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	if _, err := io.Copy(out, content.NewReader(ra)); err != nil {
-		return err
-	}
-	return out.Close()
+	return withTempView(ctx, s.client, info.Snapshotter, st.Parent, func(ctx context.Context, lower []mount.Mount) error {
+		desc, err := s.client.DiffService().Compare(ctx, lower, upper, diff.WithMediaType(ocispec.MediaTypeImageLayer))
+		if err != nil {
+			return err
+		}
+		ra, err := s.client.ContentStore().ReaderAt(ctx, desc)
+		if err != nil {
+			return err
+		}
+		defer ra.Close()
+		out, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		if _, err := io.Copy(out, content.NewReader(ra)); err != nil {
+			return err
+		}
+		return out.Close()
+	})
 }
 
 // CheckpointPod checkpoints the selected running containers of a pod into
@@ -421,14 +411,17 @@ func criuCheck(ctx context.Context) error {
 	return fmt.Errorf("`criu check` fails on this node: %s ... %s", errs[0], errs[len(errs)-1])
 }
 
-// checkpointDump is what a restore reads of a checkpoint archive's
-// config.dump.
+// checkpointDump is a checkpoint archive's config.dump, in the keys
+// checkpointctl reads.
 type checkpointDump struct {
-	ID              string `json:"id"`
-	Name            string `json:"name"`
-	RootfsImage     string `json:"rootfsImage"`
-	RootfsImageRef  string `json:"rootfsImageRef"`
-	RootfsImageName string `json:"rootfsImageName"`
+	ID               string    `json:"id"`
+	Name             string    `json:"name"`
+	RootfsImage      string    `json:"rootfsImage"`
+	RootfsImageRef   string    `json:"rootfsImageRef"`
+	RootfsImageName  string    `json:"rootfsImageName"`
+	Runtime          string    `json:"runtime,omitempty"`
+	CreatedTime      time.Time `json:"createdTime"`
+	CheckpointedTime time.Time `json:"checkpointedTime"`
 }
 
 // readCheckpointArchive tells whether an image reference is a checkpoint

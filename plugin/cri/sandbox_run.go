@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
@@ -69,7 +68,7 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 		if !handlerFeatures(ctx, rt).UserNamespaces {
 			return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("runtime handler " + handler + " cannot run pods in a user namespace of their own (its OCI runtime has no idmapped mounts)"))
 		}
-		userIDs = &podns.IDMap{UIDs: sysProcIDMaps(u.GetUids()), GIDs: sysProcIDMaps(u.GetGids())}
+		userIDs = &podns.IDMap{UIDs: ocispec.IDMappings(u.GetUids()), GIDs: ocispec.IDMappings(u.GetGids())}
 	}
 
 	name := sandboxName(md)
@@ -299,14 +298,6 @@ func runcOptions(rt config.Runtime) *options.Options {
 		Root:          rt.Options.Root,
 		SystemdCgroup: rt.Options.SystemdCgroup,
 	}
-}
-
-func sysProcIDMaps(in []*runtimeapi.IDMapping) []syscall.SysProcIDMap {
-	out := make([]syscall.SysProcIDMap, 0, len(in))
-	for _, m := range in {
-		out = append(out, syscall.SysProcIDMap{ContainerID: int(m.GetContainerId()), HostID: int(m.GetHostId()), Size: int(m.GetLength())})
-	}
-	return out
 }
 
 func newID() string {

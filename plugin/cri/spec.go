@@ -176,27 +176,15 @@ func (u *imageUsers) of(ctx context.Context, image containerd.Image) (passwd, gr
 	if err != nil {
 		return nil, nil, err
 	}
-	// A lease holds the view for the garbage collector, and ends it soon
-	// after a daemon that died holding it.
-	ctx, done, err := u.client.WithLease(ctx, leases.WithRandomID(), leases.WithExpiration(10*time.Minute))
-	if err != nil {
-		return nil, nil, err
-	}
-	defer done(context.WithoutCancel(ctx))
-	sn := u.client.SnapshotService(u.snapshotter)
-	viewKey := "mine-users-" + newID()[:16]
-	mounts, err := sn.View(ctx, viewKey, identity.ChainID(diffIDs).String())
-	if err != nil {
-		return nil, nil, fmt.Errorf("view image %s: %w", image.Name(), err)
-	}
-	defer sn.Remove(context.WithoutCancel(ctx), viewKey)
-	err = mount.WithReadonlyTempMount(ctx, mounts, func(root string) error {
-		passwd = readInRoot(root, "etc/passwd")
-		group = readInRoot(root, "etc/group")
-		return nil
+	err = withTempView(ctx, u.client, u.snapshotter, identity.ChainID(diffIDs).String(), func(ctx context.Context, mounts []mount.Mount) error {
+		return mount.WithReadonlyTempMount(ctx, mounts, func(root string) error {
+			passwd = readInRoot(root, "etc/passwd")
+			group = readInRoot(root, "etc/group")
+			return nil
+		})
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("view image %s: %w", image.Name(), err)
 	}
 	u.mu.Lock()
 	if u.byImage == nil {
@@ -227,4 +215,24 @@ func readInRoot(root, name string) []byte {
 		return nil
 	}
 	return data
+}
+
+// withTempView runs fn with a read-only view of a snapshot, held by a
+// lease (for the garbage collector, and ended soon after a daemon that died
+// holding it) and removed afterwards. fn's context carries the lease, so
+// what fn writes to the content store is held until it returns.
+func withTempView(ctx context.Context, client *containerd.Client, snapshotter, parent string, fn func(context.Context, []mount.Mount) error) error {
+	ctx, done, err := client.WithLease(ctx, leases.WithRandomID(), leases.WithExpiration(10*time.Minute))
+	if err != nil {
+		return err
+	}
+	defer done(context.WithoutCancel(ctx))
+	sn := client.SnapshotService(snapshotter)
+	key := "mine-view-" + newID()[:16]
+	mounts, err := sn.View(ctx, key, parent)
+	if err != nil {
+		return err
+	}
+	defer sn.Remove(context.WithoutCancel(ctx), key)
+	return fn(ctx, mounts)
 }

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"syscall"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,7 +41,15 @@ type Request struct {
 
 // IDMap is a user namespace's UID and GID mappings.
 type IDMap struct {
-	UIDs, GIDs []syscall.SysProcIDMap
+	UIDs, GIDs []specs.LinuxIDMapping
+}
+
+func sysProcIDMaps(in []specs.LinuxIDMapping) []syscall.SysProcIDMap {
+	out := make([]syscall.SysProcIDMap, 0, len(in))
+	for _, m := range in {
+		out = append(out, syscall.SysProcIDMap{ContainerID: int(m.ContainerID), HostID: int(m.HostID), Size: int(m.Size)})
+	}
+	return out
 }
 
 // Pin creates the requested namespaces and pins them below dir.
@@ -170,8 +179,8 @@ func pinInUserNamespace(paths Paths, flags int, ids IDMap, hostname string) erro
 	defer runtime.UnlockOSThread()
 	proc, err := os.StartProcess("/proc/self/exe", []string{"mine-pod-namespaces"}, &os.ProcAttr{Sys: &syscall.SysProcAttr{
 		Cloneflags:  uintptr(unix.CLONE_NEWUSER | flags),
-		UidMappings: ids.UIDs,
-		GidMappings: ids.GIDs,
+		UidMappings: sysProcIDMaps(ids.UIDs),
+		GidMappings: sysProcIDMaps(ids.GIDs),
 		// Left to "deny", setgroups would stay denied to every process
 		// that joins the namespace: runc could not give containers their
 		// supplementary groups (kubelet's supplementalGroups, fsGroup).

@@ -7,10 +7,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -117,8 +117,8 @@ func TestPinUserNamespace(t *testing.T) {
 		t.Fatal("pinning namespaces needs root")
 	}
 	ids := &IDMap{
-		UIDs: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 300000, Size: 65536}},
-		GIDs: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 300000, Size: 65536}},
+		UIDs: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 300000, Size: 65536}},
+		GIDs: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 300000, Size: 65536}},
 	}
 	paths, err := Pin(t.TempDir(), Request{Net: true, IPC: true, UTS: true, Hostname: "userns-pod", User: ids})
 	if err != nil {
