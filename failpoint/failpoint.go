@@ -33,7 +33,7 @@ const (
 	Unmount         = "unmount"          // shim: unmounting it
 	RuncCreate      = "runc-create"      // shim
 	RuncStart       = "runc-start"       // shim
-	RuncKill        = "runc-kill"        // shim
+	RuncKill        = "runc-kill"        // shim: signalling a container's init (by pid, or runc kill)
 	RuncDelete      = "runc-delete"      // shim
 	LogOpen         = "log-open"         // shim: opening a container's log file
 )

@@ -19,6 +19,9 @@ type container struct {
 	// initExitPending is set while the init has exited but some exec's
 	// exit has not been published yet.
 	initExitPending bool
+	// ownPIDNamespace is set when its init is the init of a PID namespace
+	// of its own: the kernel ends every process of the container with it.
+	ownPIDNamespace bool
 	// restoreFrom is the CRIU images its init is restored from at Start
 	// (runc restore in place of runc create and start), "" otherwise.
 	restoreFrom string

@@ -237,8 +237,13 @@ func cleanup(ctx context.Context, f flags) (*taskAPI.DeleteResponse, error) {
 		return nil, err
 	}
 	r := newRunc(opts, f.namespace, bundle)
-	if err := r.Delete(ctx, f.id, &runc.DeleteOpts{Force: true}); err != nil {
-		log.G(ctx).WithError(err).Warn("runc delete")
+	// containerd runs this after every shim's exit, most often after the
+	// shim deleted the container itself: runc's state directory is gone
+	// then, and a runc delete would cost a process start to say so.
+	if _, err := os.Stat(filepath.Join(r.Root, f.id)); err == nil {
+		if err := r.Delete(ctx, f.id, &runc.DeleteOpts{Force: true}); err != nil {
+			log.G(ctx).WithError(err).Warn("runc delete")
+		}
 	}
 	now := time.Now()
 	if err := mount.UnmountRecursive(filepath.Join(bundle, "rootfs"), 0); err != nil {

@@ -24,6 +24,11 @@ import (
 )
 
 func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptyResponse, error) {
+	if r.ExecID == "" {
+		if err := failpoint.Inject(ctx, failpoint.RuncKill); err != nil {
+			return nil, err
+		}
+	}
 	s.mu.Lock()
 	c, p, err := s.lookup(r.ID, r.ExecID)
 	// An exec that has exited has no pid any more: its old one may belong
@@ -32,16 +37,30 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptyRespo
 	if err == nil && (!r.All || !p.isInit()) {
 		err = p.checkAlive()
 	}
+	// A signal for a running or created init goes to its pid, as an exec's
+	// does: runc kill would start a process to do the same. That covers
+	// --all too when the init is its PID namespace's: the kernel ends
+	// the namespace's other processes with it. The pid cannot be
+	// another's while it is not reaped, and the lock keeps the exit
+	// handler from marking it so meanwhile. runc still signals the
+	// processes of a shared PID namespace, and a paused container, which
+	// it thaws for SIGKILL (cgroup v1 holds a frozen process's signal).
+	direct := err == nil && p.isInit() && (!r.All || (c.ownPIDNamespace && r.Signal == uint32(unix.SIGKILL))) && p.pid > 0 &&
+		(p.status == task.Status_RUNNING || p.status == task.Status_CREATED)
+	if direct {
+		if kerr := unix.Kill(p.pid, unix.Signal(r.Signal)); kerr != nil {
+			err = killError(kerr)
+		}
+	}
 	s.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
+	if direct {
+		return empty, nil
+	}
 	if p.isInit() {
-		err := failpoint.Inject(ctx, failpoint.RuncKill)
-		if err == nil {
-			err = c.runc.Kill(ctx, c.id, int(r.Signal), &runc.KillOpts{All: r.All})
-		}
-		if err != nil {
+		if err := c.runc.Kill(ctx, c.id, int(r.Signal), &runc.KillOpts{All: r.All}); err != nil {
 			return nil, killError(runcError(c.bundle, err))
 		}
 		return empty, nil

@@ -59,11 +59,12 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, err
 	}
 	c := &container{
-		id:     r.ID,
-		bundle: r.Bundle,
-		runc:   newRunc(opts, s.namespace, r.Bundle),
-		opts:   opts,
-		execs:  make(map[string]*process),
+		id:              r.ID,
+		bundle:          r.Bundle,
+		runc:            newRunc(opts, s.namespace, r.Bundle),
+		opts:            opts,
+		execs:           make(map[string]*process),
+		ownPIDNamespace: ownsPIDNamespace(filepath.Join(r.Bundle, "config.json")),
 	}
 	defer func() {
 		if retErr != nil && c.rootfs != "" {
@@ -490,4 +491,27 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		ExitedAt:    exitedAt,
 	})
 	return &taskAPI.DeleteResponse{Pid: uint32(p.pid), ExitStatus: uint32(p.exitCode), ExitedAt: exitedAt}, nil
+}
+
+// ownsPIDNamespace tells whether the OCI spec at specPath gives the
+// container a new PID namespace; false when it cannot tell.
+func ownsPIDNamespace(specPath string) bool {
+	data, err := os.ReadFile(specPath)
+	if err != nil {
+		return false
+	}
+	var spec struct {
+		Linux struct {
+			Namespaces []specs.LinuxNamespace `json:"namespaces"`
+		} `json:"linux"`
+	}
+	if json.Unmarshal(data, &spec) != nil {
+		return false
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.PIDNamespace {
+			return ns.Path == ""
+		}
+	}
+	return false
 }
