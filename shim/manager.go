@@ -125,11 +125,10 @@ func start(ctx context.Context, f flags, params *bootapi.BootstrapParams) (_ *bo
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Dir, _ = os.Getwd()
-	cmd.Env = append(os.Environ(), ttrpcAddressEnv+"="+params.ContainerdTtrpcAddress)
-	if os.Getenv("GOMAXPROCS") == "" {
-		// One P is plenty for a shim and keeps its resident set small.
-		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
-	}
+	// One P is plenty for a shim and keeps its resident set small: each P
+	// caches a partly used span of every size class. containerd sets
+	// GOMAXPROCS=2 for every shim binary it runs; this overrides it.
+	cmd.Env = append(os.Environ(), ttrpcAddressEnv+"="+params.ContainerdTtrpcAddress, "GOMAXPROCS=1")
 	// fd 4: the shim learns from it whether this start succeeded. A
 	// start that fails, or dies, after the shim is running leaves a shim
 	// containerd never heard of: it reads end of file without the byte

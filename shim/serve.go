@@ -24,7 +24,9 @@ import (
 func serve(ctx context.Context, f flags) error {
 	// A shim's heap is small and mostly idle: collect early rather than
 	// let it grow.
-	debug.SetGCPercent(40)
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(40)
+	}
 
 	// containerd reads the shim's log, and any panic, from the "log" FIFO
 	// it made in the bundle.
