@@ -14,11 +14,11 @@ DAEMON_TAGS := no_cri
 
 all: binaries
 
-binaries: bin/containerd bin/containerd-shim-mine-v2
+binaries: bin/containerd bin/containerd-shim-mine-v2 bin/mine-pod-init
 
 # The same pair with failpoints compiled in (package failpoint), for the
 # failure-injection tests only; never installed.
-failpoint-binaries: bin/failpoints/containerd bin/failpoints/containerd-shim-mine-v2
+failpoint-binaries: bin/failpoints/containerd bin/failpoints/containerd-shim-mine-v2 bin/failpoints/mine-pod-init
 
 bin/failpoints/containerd: FORCE
 	$(GO) build -tags "$(DAEMON_TAGS) failpoints" -ldflags "$(LDFLAGS)" -o $@ ./cmd/containerd
@@ -33,6 +33,9 @@ bin/containerd: FORCE
 # resident set.
 bin/containerd-shim-mine-v2: FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS) -s -w" -o $@ ./cmd/containerd-shim-mine-v2
+
+bin/mine-pod-init bin/failpoints/mine-pod-init: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $@ ./cmd/mine-pod-init
 
 # Installs runc, the CNI plugins, busybox-static and the stock containerd
 # tools the tests use, if they are missing.
@@ -83,7 +86,7 @@ soak: deps binaries
 # Benchmarks, beside stock containerd v2.4.2 in the same run, as ratios,
 # medians and spreads. Budget: ten minutes (measured: seven), plus
 # building stock containerd once.
-bench: deps binaries
+bench: deps binaries kubelet
 	hack/install-bench-deps.sh
 	$(GO) run ./integration/cmd/bench -bin bin
 
@@ -100,7 +103,7 @@ node-e2e-stock: deps kubelet
 	hack/install-bench-deps.sh
 	MINE_E2E_RUNTIME=stock hack/test.sh -tags nodee2e ./integration/nodee2e/
 
-# Installs the daemon, the shim, a systemd unit equivalent to containerd's,
+# Installs the daemon, the shim, the pod init, a systemd unit equivalent to containerd's,
 # and, only where none exists, /etc/containerd/config.toml and
 # /etc/crictl.yaml. DESTDIR stages the files for a package.
 PREFIX ?= /usr/local
@@ -109,6 +112,7 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 install: binaries
 	install -D -m 755 bin/containerd $(DESTDIR)$(BINDIR)/containerd
 	install -D -m 755 bin/containerd-shim-mine-v2 $(DESTDIR)$(BINDIR)/containerd-shim-mine-v2
+	install -D -m 755 bin/mine-pod-init $(DESTDIR)$(BINDIR)/mine-pod-init
 	install -d $(DESTDIR)$(UNITDIR)
 	sed 's|@BINDIR@|$(BINDIR)|' packaging/containerd.service > $(DESTDIR)$(UNITDIR)/containerd.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/containerd.service
@@ -118,7 +122,7 @@ install: binaries
 # Removes what install put in place, but the configuration: an operator's
 # config.toml and crictl.yaml are theirs once installed.
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/containerd $(DESTDIR)$(BINDIR)/containerd-shim-mine-v2 $(DESTDIR)$(UNITDIR)/containerd.service
+	rm -f $(DESTDIR)$(BINDIR)/containerd $(DESTDIR)$(BINDIR)/containerd-shim-mine-v2 $(DESTDIR)$(BINDIR)/mine-pod-init $(DESTDIR)$(UNITDIR)/containerd.service
 
 clean:
 	rm -rf bin

@@ -51,13 +51,6 @@
 // metrics message, a field the metrics types do not define, so that every
 // other reader of the metrics (containerd, ctr) skips it as an unknown
 // field. The plugin's statistics collector reads them on each pass.
-//
-// # A pod's init
-//
-// A pod whose containers share one PID namespace needs a process to hold
-// it. The plugin runs the shim binary itself as that process, bind-mounted
-// into an otherwise empty root file system, with PodInitAction as its only
-// argument: it reaps orphans and exits on SIGTERM. No pause image is used.
 package extension
 
 import (
@@ -73,9 +66,6 @@ const LogScheme = "crilog"
 // ReopenLogAnnotation in an Update request makes the shim reopen the
 // container's CRI log instead of updating resources.
 const ReopenLogAnnotation = "io.containerd.mine.v2.reopen-log"
-
-// PodInitAction is the argument that runs the shim binary as a pod's init.
-const PodInitAction = "pod-init"
 
 // StdinScheme is the scheme of a kept-open stdin FIFO.
 const StdinScheme = "stdin"

@@ -144,7 +144,7 @@ func TestCRIPodSharesOnePIDNamespace(t *testing.T) {
 	c.startContainer(t, podID, pod, b)
 	// Each sees the other's process and the pod's init as PID 1.
 	out := mustExec(t, c, aID, "ps", "-o", "pid,args")
-	if !strings.Contains(out, "sleep 601") || !strings.Contains(out, "1 /pod-init pod-init") {
+	if !strings.Contains(out, "sleep 601") || !strings.Contains(out, "1 /pod-init") {
 		t.Fatalf("processes seen from container a:\n%s", out)
 	}
 
@@ -154,7 +154,7 @@ func TestCRIPodSharesOnePIDNamespace(t *testing.T) {
 	// may come after it in /proc.
 	podPIDNS := mustReadlink(t, fmt.Sprintf("/proc/%d/ns/pid", c.pid(t, aID)))
 	for _, e := range procEntries(t) {
-		if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", e)); strings.HasPrefix(string(cmd), "/pod-init\x00pod-init") {
+		if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", e)); strings.HasPrefix(string(cmd), "/pod-init\x00") {
 			if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", e)); ns == podPIDNS {
 				syscall.Kill(e, syscall.SIGKILL) // the test's own pod init
 			}

@@ -33,6 +33,7 @@ func TestMakeInstall(t *testing.T) {
 	for path, mode := range map[string]os.FileMode{
 		"usr/local/bin/containerd":                        0o755,
 		"usr/local/bin/containerd-shim-mine-v2":           0o755,
+		"usr/local/bin/mine-pod-init":                     0o755,
 		"usr/local/lib/systemd/system/containerd.service": 0o644,
 		"etc/crictl.yaml":                                 0o644,
 	} {
@@ -80,7 +81,7 @@ func TestMakeInstall(t *testing.T) {
 	}
 
 	runMake(dest, "uninstall")
-	for _, gone := range []string{"usr/local/bin/containerd", "usr/local/bin/containerd-shim-mine-v2", "usr/local/lib/systemd/system/containerd.service"} {
+	for _, gone := range []string{"usr/local/bin/containerd", "usr/local/bin/containerd-shim-mine-v2", "usr/local/bin/mine-pod-init", "usr/local/lib/systemd/system/containerd.service"} {
 		if _, err := os.Stat(filepath.Join(dest, gone)); !os.IsNotExist(err) {
 			t.Errorf("%s left after uninstall", gone)
 		}

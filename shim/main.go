@@ -12,7 +12,6 @@ import (
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	"github.com/containerd/containerd/v2/version"
 	"github.com/containerd/log"
-	"github.com/mine-runtime/mine/extension"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -58,9 +57,6 @@ func run() error {
 	}
 	f.action = fs.Arg(0)
 
-	if f.action == extension.PodInitAction {
-		return podInit()
-	}
 	switch {
 	case showVersion:
 		fmt.Printf("%s:\n  Version:  %s\n  Revision: %s\n  Go version: %s\n", filepath.Base(os.Args[0]), version.Version, version.Revision, version.GoVersion)

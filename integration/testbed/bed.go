@@ -26,7 +26,7 @@ func Start(ctx context.Context, binDir, extraConfig string) (*Bed, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, b := range []string{"containerd", "containerd-shim-mine-v2"} {
+	for _, b := range []string{"containerd", "containerd-shim-mine-v2", "mine-pod-init"} {
 		if _, err := os.Stat(filepath.Join(binDir, b)); err != nil {
 			return nil, fmt.Errorf("%s not built (run make): %w", b, err)
 		}

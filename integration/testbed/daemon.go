@@ -22,7 +22,7 @@ import (
 // and socket, with a generated config.
 type Daemon struct {
 	Dir     string // everything the daemon owns lives below it
-	BinDir  string // where containerd and containerd-shim-mine-v2 are
+	BinDir  string // where containerd, containerd-shim-mine-v2 and mine-pod-init are
 	Address string
 	// DebugAddress is the socket of containerd's debug server (pprof).
 	DebugAddress string

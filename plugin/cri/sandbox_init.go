@@ -20,12 +20,12 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/mine-runtime/mine/config"
-	"github.com/mine-runtime/mine/extension"
 	"github.com/mine-runtime/mine/plugin/spec"
 )
 
-// shimBinary is run as the init of pods that share a PID namespace.
-const shimBinary = "containerd-shim-mine-v2"
+// podInitBinary is every pod's init (cmd/mine-pod-init), found in the
+// daemon's PATH as the shim is.
+const podInitBinary = "mine-pod-init"
 
 // sharesPIDNamespace tells whether a pod's containers share one PID
 // namespace: the pod's init's, which is then pinned.
@@ -34,7 +34,7 @@ func sharesPIDNamespace(cfg *runtimeapi.PodSandboxConfig) bool {
 }
 
 // sandboxRecord returns how the pod's record in containerd is made. Every
-// pod runs one small process, its init: the shim binary, from an empty,
+// pod runs one small process, its init: mine-pod-init, from an empty,
 // read-only root (package extension), in the pod's namespaces and under a
 // cgroup named after the pod. It is the init of the pod's PID namespace
 // when the containers share one, started before the pod is ready; and it
@@ -74,9 +74,9 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 			containerd.WithNewSpec(append([]oci.SpecOpts{oci.WithImageConfig(image), oci.WithRootFSReadonly()}, common...)...),
 		}, nil
 	}
-	bin, err := exec.LookPath(shimBinary)
+	bin, err := exec.LookPath(podInitBinary)
 	if err != nil {
-		return nil, fmt.Errorf("the pod init is the shim binary: %w", err)
+		return nil, fmt.Errorf("the pod's init: %w", err)
 	}
 	root := filepath.Join(s.sandboxStateDir(m.ID), "init-root")
 	if err := os.MkdirAll(root, 0o755); err != nil {
@@ -92,7 +92,9 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 	spec, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: m.ID}, append([]oci.SpecOpts{
 		oci.WithRootFSPath(root),
 		oci.WithRootFSReadonly(),
-		oci.WithProcessArgs("/pod-init", extension.PodInitAction),
+		oci.WithProcessArgs("/pod-init"),
+		// A Go program: one P, and so fewer threads and cached spans.
+		oci.WithEnv([]string{"GOMAXPROCS=1"}),
 		oci.WithMounts([]specs.Mount{{Destination: "/pod-init", Type: "bind", Source: bin, Options: []string{"rbind", "ro"}}}),
 	}, common...)...)
 	if err != nil {
