@@ -39,6 +39,7 @@ type options struct {
 	restart int // pods running across a daemon restart
 	loaded  int // pod starts under background load per round
 	lists   int // list calls measured per round
+	kubelet int // pods started through kubelet per runtime (0: skip)
 }
 
 func main() {
@@ -50,14 +51,16 @@ func main() {
 	flag.IntVar(&o.restart, "restart", 100, "pods running across a daemon restart (0: skip)")
 	flag.IntVar(&o.loaded, "loaded", 5, "pod starts under background load per round")
 	flag.IntVar(&o.lists, "lists", 50, "list calls measured per round")
+	flag.IntVar(&o.kubelet, "kubelet", 6, "pods started through kubelet per runtime (0: skip)")
+	kubelet := flag.String("kubelet-binary", defaultKubelet, "kubelet v1.37.2 (make kubelet)")
 	flag.Parse()
-	if err := run(*binDir, *stockDir, o); err != nil {
+	if err := run(*binDir, *stockDir, *kubelet, o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(binDir, stockDir string, o options) (retErr error) {
+func run(binDir, stockDir, kubelet string, o options) (retErr error) {
 	ctx := context.Background()
 	began := time.Now()
 	bed, err := testbed.Start(ctx, binDir, "")
@@ -113,6 +116,14 @@ func run(binDir, stockDir string, o options) (retErr error) {
 			}
 		}
 	}
+	if o.kubelet > 0 {
+		for _, name := range []string{"stock", "mine"} {
+			fmt.Fprintf(os.Stderr, "bench: %d pods through kubelet, %s\n", o.kubelet, name)
+			if err := measureKubelet(ctx, daemons[name], kubelet, o.kubelet, results[name]); err != nil {
+				return fmt.Errorf("%s: kubelet: %w", name, err)
+			}
+		}
+	}
 	report(results["mine"], results["stock"], o)
 	fmt.Printf("\nbench took %s\n", time.Since(began).Round(time.Second))
 	return nil
@@ -156,7 +167,7 @@ var figures = []figure{
 	{"start.loaded", "pod start, 2 CPU hogs running", "ms", 0},
 	{"concurrent", "N pods started concurrently", "ms", 0.35},
 	{"shim.pss", "shim Pss per pod, N running", "kB", 0.3},
-	{"pause.pss", "pause Pss per pod, N running", "kB", 0},
+	{"pause.pss", "pod init/pause Pss per pod, N running", "kB", 0},
 	{"daemon.rss", "daemon Rss, N pods running", "kB", 0.6},
 	{"list.containerstats", "ListContainerStats, N pods", "ms", 0.1},
 	{"list.podstats", "ListPodSandboxStats, N pods", "ms", 0},
@@ -165,6 +176,7 @@ var figures = []figure{
 	{"stop", "pod stop+remove", "ms", 0.6},
 	{"stopall", "N pods stopped+removed in turn", "ms", 0.6},
 	{"restart.ready", "restart: R pods listed ready", "ms", 0},
+	{"kubelet.start", "pod start via kubelet, to Running", "ms", 0},
 }
 
 func report(mine, stock samples, o options) {
@@ -418,8 +430,9 @@ func measureRound(ctx context.Context, d *testbed.Daemon, o options, out samples
 		_, pss, _ := memory(pid)
 		shims += pss
 		for _, ch := range children(pid) {
-			// stock's pause containers are busybox sleeps of the pause image.
-			if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", ch)); strings.Contains(string(cmd), "2147483647") {
+			// stock's pause containers are busybox sleeps of the pause
+			// image; mine's pod inits are mine-pod-init.
+			if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", ch)); strings.Contains(string(cmd), "2147483647") || strings.HasPrefix(string(cmd), "/pod-init\x00") {
 				_, pss, _ := memory(ch)
 				pause += pss
 			}
