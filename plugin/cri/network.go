@@ -27,7 +27,8 @@ type network struct {
 
 func newNetwork(cfg *config.Config) (*network, error) {
 	c, err := gocni.New(
-		gocni.WithMinNetworkCount(2), // loopback and the pod network
+		// The pod network alone: package podns brings lo up itself.
+		gocni.WithMinNetworkCount(1),
 		gocni.WithPluginConfDir(cfg.CNI.ConfDir),
 		gocni.WithPluginDir(cfg.CNI.BinDirs),
 		gocni.WithInterfacePrefix("eth"),
@@ -43,7 +44,7 @@ func newNetwork(cfg *config.Config) (*network, error) {
 func (n *network) load() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := n.cni.Load(gocni.WithLoNetwork, gocni.WithDefaultConf); err != nil {
+	if err := n.cni.Load(gocni.WithDefaultConf); err != nil {
 		return fmt.Errorf("no CNI network configuration: %w", err)
 	}
 	return nil

@@ -2,6 +2,11 @@
 // created on a throw-away OS thread and pinned by bind-mounting its nsfs
 // file, as CRI-O's pinns does. Containers then join the pod's namespaces
 // by path, and no pause image is ever pulled.
+//
+// A new network namespace comes with its loopback interface up, as CNI's
+// loopback plugin would leave it: one ioctl here rather than a plugin
+// process started for every pod's setup and teardown (containerd's CRI
+// runs it; mine does better on purpose).
 package podns
 
 import (
@@ -148,6 +153,11 @@ func pinOnThisThread(flags int, paths Paths, hostname string) (restored bool, er
 	if err := unix.Unshare(flags); err != nil {
 		return false, fmt.Errorf("unshare namespaces: %w", err)
 	}
+	if paths.Net != "" {
+		if err := loopbackUp(); err != nil {
+			return false, err
+		}
+	}
 	if paths.UTS != "" && hostname != "" {
 		if err := unix.Sethostname([]byte(hostname)); err != nil {
 			return false, fmt.Errorf("set hostname: %w", err)
@@ -203,13 +213,46 @@ func pinInUserNamespace(paths Paths, flags int, ids IDMap, hostname string) erro
 			return fmt.Errorf("pin %s namespace: %w", kind, err)
 		}
 	}
+	if paths.Net != "" {
+		if err := in(paths.Net, "net", unix.CLONE_NEWNET, loopbackUp); err != nil {
+			return err
+		}
+	}
 	if paths.UTS == "" || hostname == "" {
 		return nil
 	}
+	return in(paths.UTS, "uts", unix.CLONE_NEWUTS, func() error {
+		if err := unix.Sethostname([]byte(hostname)); err != nil {
+			return fmt.Errorf("set hostname: %w", err)
+		}
+		return nil
+	})
+}
+
+// in runs fn on a locked thread moved into the pinned namespace at path
+// (of kind and type nstype) and back. A thread that cannot go back is
+// never unlocked: Go discards it with its goroutine.
+func in(path, kind string, nstype int, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		restored, err := setHostname(paths.UTS, hostname)
+		restored, err := func() (restored bool, err error) {
+			orig, err := unix.Open("/proc/thread-self/ns/"+kind, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return true, err
+			}
+			defer unix.Close(orig)
+			fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return true, err
+			}
+			defer unix.Close(fd)
+			if err := unix.Setns(fd, nstype); err != nil {
+				return true, fmt.Errorf("enter the pod's %s namespace: %w", kind, err)
+			}
+			defer func() { restored = unix.Setns(orig, nstype) == nil }()
+			return false, fn()
+		}()
 		if restored {
 			runtime.UnlockOSThread()
 		}
@@ -218,27 +261,25 @@ func pinInUserNamespace(paths Paths, flags int, ids IDMap, hostname string) erro
 	return <-errc
 }
 
-// setHostname sets the hostname of a pinned UTS namespace from the locked
-// thread, which it moves there and back; restored tells whether it is back.
-func setHostname(uts, hostname string) (restored bool, err error) {
-	orig, err := unix.Open("/proc/thread-self/ns/uts", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+// loopbackUp brings up lo in the calling thread's network namespace.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return true, err
-	}
-	defer unix.Close(orig)
-	fd, err := unix.Open(uts, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return true, err
+		return fmt.Errorf("bring up lo: %w", err)
 	}
 	defer unix.Close(fd)
-	if err := unix.Setns(fd, unix.CLONE_NEWUTS); err != nil {
-		return true, fmt.Errorf("enter the pod's UTS namespace: %w", err)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
 	}
-	defer func() { restored = unix.Setns(orig, unix.CLONE_NEWUTS) == nil }()
-	if err := unix.Sethostname([]byte(hostname)); err != nil {
-		return false, fmt.Errorf("set hostname: %w", err)
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring up lo: %w", err)
 	}
-	return false, nil
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring up lo: %w", err)
+	}
+	return nil
 }
 
 // Remove unpins the namespaces and removes their files; a namespace no

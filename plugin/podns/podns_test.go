@@ -37,6 +37,7 @@ func TestPinAndRemove(t *testing.T) {
 	if string(host) == string(pinned) {
 		t.Fatalf("the pinned network namespace is the host's (%s)", host)
 	}
+	checkLoopbackUp(t, paths.Net)
 	// A process joining the pinned UTS namespace sees the pod's hostname.
 	out, err := exec.Command("nsenter", "--uts="+paths.UTS, "hostname").Output()
 	if err != nil {
@@ -133,6 +134,7 @@ func TestPinUserNamespace(t *testing.T) {
 	if f := strings.Fields(string(out)); len(f) != 5 || f[0] != "0" || f[1] != "300000" || f[2] != "65536" || f[3] != "userns-pod" || f[4] != "allow" {
 		t.Errorf("uid_map, hostname and setgroups in the pod's namespaces: %q", out)
 	}
+	checkLoopbackUp(t, paths.Net)
 	// The pod's other namespaces belong to its user namespace.
 	var user unix.Stat_t
 	if err := unix.Stat(paths.User, &user); err != nil {
@@ -160,5 +162,18 @@ func TestPinUserNamespace(t *testing.T) {
 	}
 	if _, err := os.Stat(paths.User); !os.IsNotExist(err) {
 		t.Errorf("the user namespace is still pinned: %v", err)
+	}
+}
+
+// checkLoopbackUp checks that lo is up in the pinned network namespace,
+// with its address, as CNI's loopback plugin would leave it.
+func checkLoopbackUp(t *testing.T, netns string) {
+	t.Helper()
+	out, err := exec.Command("nsenter", "--net="+netns, "ip", "-o", "addr", "show", "dev", "lo", "up").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip addr in the pod's network namespace: %v: %s", err, out)
+	}
+	if !strings.Contains(string(out), "inet 127.0.0.1/8") {
+		t.Errorf("lo is not up with 127.0.0.1 in the pod's network namespace:\n%s", out)
 	}
 }
