@@ -67,6 +67,16 @@ const LogScheme = "crilog"
 // container's CRI log instead of updating resources.
 const ReopenLogAnnotation = "io.containerd.mine.v2.reopen-log"
 
+// RunAtStartAnnotation, "true" in a container's OCI spec, tells the shim
+// that its task is started as soon as it is created, as the plugin does
+// with every CRI container and pod init: Create then mounts its root file
+// system and opens its stdio, and Start runs `runc run --detach`, one runc
+// process where create and start take two. In between, the task is
+// CREATED with pid 0. Without it (ctr, other clients), Create runs runc
+// create and the task has its pid before Start, as with containerd's runc
+// shim.
+const RunAtStartAnnotation = "io.containerd.mine.v2.run-at-start"
+
 // StdinScheme is the scheme of a kept-open stdin FIFO.
 const StdinScheme = "stdin"
 

@@ -18,6 +18,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/mine-runtime/mine/extension"
 )
 
 // startTask creates and starts a container's task with the given stdio
@@ -327,4 +329,76 @@ func TestMissingCommandFailsCleanly(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// A task whose spec carries extension.RunAtStartAnnotation (every CRI
+// container's, with no NRI plugin) is made by runc only at Start: CREATED
+// with pid 0 and unknown to runc before it, then run in one runc run with
+// its stdio, exit code and deletion as any task's; one deleted unstarted
+// leaves nothing in runc. Without the annotation (ctr) the task has its
+// pid and runc's container from Create on.
+func TestRunAtStart(t *testing.T) {
+	c := newClient(t)
+	ctx := testContext(t)
+	runcKnows := func(id string) bool {
+		_, err := os.Stat(filepath.Join("/run/containerd/runc", namespace, id))
+		return err == nil
+	}
+	runAtStart := oci.WithAnnotations(map[string]string{extension.RunAtStartAnnotation: "true"})
+
+	id := containerID(t, "run")
+	container := newContainer(t, c, id, runAtStart,
+		oci.WithProcessArgs("sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 3"))
+	var stdout, stderr buffer
+	task, err := container.NewTask(ctx, cio.NewCreator(cio.WithFIFODir(t.TempDir()), cio.WithStreams(nil, &stdout, &stderr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := task.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.Pid() != 0 || st.Status != containerd.Created || runcKnows(id) {
+		t.Fatalf("before Start: pid %d, %s, known to runc %v; want pid 0, created, unknown", task.Pid(), st.Status, runcKnows(id))
+	}
+	exitC, err := task.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if task.Pid() == 0 {
+		t.Fatal("no pid after Start")
+	}
+	if code := waitExit(t, exitC); code != 3 {
+		t.Fatalf("exit code %d, want 3", code)
+	}
+	if exit, err := task.Delete(ctx); err != nil || exit.ExitCode() != 3 {
+		t.Fatalf("delete: %v, exit code %d", err, exit.ExitCode())
+	}
+	if stdout.String() != "to-stdout\n" || stderr.String() != "to-stderr\n" {
+		t.Fatalf("stdout %q, stderr %q", stdout.String(), stderr.String())
+	}
+	if runcKnows(id) {
+		t.Fatal("runc still holds the deleted container")
+	}
+
+	unstarted := newContainer(t, c, containerID(t, "unstarted"), runAtStart, oci.WithProcessArgs("sleep", "600"))
+	task, err = unstarted.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := task.Delete(ctx); err != nil {
+		t.Fatalf("delete an unstarted run-at-start task: %v", err)
+	}
+
+	created := newContainer(t, c, containerID(t, "created"), oci.WithProcessArgs("sleep", "600"))
+	task, err = created.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.Pid() == 0 || !runcKnows(created.ID()) {
+		t.Fatalf("a task without the annotation: pid %d, known to runc %v after Create", task.Pid(), runcKnows(created.ID()))
+	}
 }

@@ -22,6 +22,11 @@ type container struct {
 	// ownPIDNamespace is set when its init is the init of a PID namespace
 	// of its own: the kernel ends every process of the container with it.
 	ownPIDNamespace bool
+	// madeAtStart is set when runc makes its init at Start rather than
+	// at Create: runc restore from restoreFrom, or runc run (package
+	// extension's RunAtStartAnnotation). Until then its pid is 0 and runc
+	// knows nothing of it.
+	madeAtStart bool
 	// restoreFrom is the CRIU images its init is restored from at Start
 	// (runc restore in place of runc create and start), "" otherwise.
 	restoreFrom string

@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/mine-runtime/mine/extension"
 	"github.com/mine-runtime/mine/failpoint"
 )
 
@@ -59,13 +60,14 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, err
 	}
 	c := &container{
-		id:              r.ID,
-		bundle:          r.Bundle,
-		runc:            newRunc(opts, s.namespace, r.Bundle),
-		opts:            opts,
-		execs:           make(map[string]*process),
-		ownPIDNamespace: ownsPIDNamespace(filepath.Join(r.Bundle, "config.json")),
+		id:     r.ID,
+		bundle: r.Bundle,
+		runc:   newRunc(opts, s.namespace, r.Bundle),
+		opts:   opts,
+		execs:  make(map[string]*process),
 	}
+	facts := readSpecFacts(filepath.Join(r.Bundle, "config.json"))
+	c.ownPIDNamespace = facts.ownPIDNamespace
 	defer func() {
 		if retErr != nil && c.rootfs != "" {
 			if err := mount.UnmountRecursive(c.rootfs, 0); err != nil {
@@ -96,12 +98,13 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	p.io = pio
 
-	if r.Checkpoint != "" {
+	if r.Checkpoint != "" || facts.runAtStart {
 		// Restored, not created: runc restore makes and runs its init at
 		// Start, as containerd's runc shim does. containerd gives the
 		// CRIU images' directory (criu_image_path, or a checkpoint image
-		// it unpacked).
+		// it unpacked). Or made and run at Start by runc run.
 		c.restoreFrom = r.Checkpoint
+		c.madeAtStart = true
 		s.mu.Lock()
 		s.containers[r.ID] = c
 		s.mu.Unlock()
@@ -148,20 +151,48 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	return &taskAPI.CreateTaskResponse{Pid: uint32(pid)}, nil
 }
 
-// restoreInit runs `runc restore` for a container created from a
-// checkpoint: its init comes back running, with the processes and memory
-// the images hold, its stdio connected as a created one's is.
-func (s *service) restoreInit(ctx context.Context, c *container) (int, error) {
+// startInit makes and runs the init of a container made at Start: with
+// `runc restore` for one created from a checkpoint, its init coming back
+// running with the processes and memory the images hold; with `runc run
+// --detach` otherwise. Its stdio is connected as a created one's is.
+func (s *service) startInit(ctx context.Context, c *container) (int, error) {
 	pidFile := filepath.Join(c.bundle, initPidFile)
+	what := "runc run"
+	var err error
 	s.beginStart()
-	_, err := c.runc.Restore(context.WithoutCancel(ctx), c.id, c.bundle, &runc.RestoreOpts{
-		CheckpointOpts: runc.CheckpointOpts{ImagePath: c.restoreFrom, WorkDir: filepath.Join(c.bundle, "criu-work")},
-		IO:             c.init.io.runcIO(),
-		ConsoleSocket:  c.init.io.consoleSocket(),
-		Detach:         true,
-		PidFile:        pidFile,
-		NoPivot:        c.opts.NoPivotRoot,
-	})
+	if c.restoreFrom != "" {
+		what = "runc restore"
+		_, err = c.runc.Restore(context.WithoutCancel(ctx), c.id, c.bundle, &runc.RestoreOpts{
+			CheckpointOpts: runc.CheckpointOpts{ImagePath: c.restoreFrom, WorkDir: filepath.Join(c.bundle, "criu-work")},
+			IO:             c.init.io.runcIO(),
+			ConsoleSocket:  c.init.io.consoleSocket(),
+			Detach:         true,
+			PidFile:        pidFile,
+			NoPivot:        c.opts.NoPivotRoot,
+		})
+	} else if err = failpoint.Inject(ctx, failpoint.RuncStart); err == nil {
+		// Not cut short by the caller going away, as runc create is not.
+		_, err = c.runc.Run(context.WithoutCancel(ctx), c.id, c.bundle, &runc.CreateOpts{
+			PidFile:       pidFile,
+			IO:            c.init.io.runcIO(),
+			ConsoleSocket: c.init.io.consoleSocket(),
+			Detach:        true,
+			NoPivot:       c.opts.NoPivotRoot,
+			NoNewKeyring:  c.opts.NoNewKeyring,
+		})
+		// go-runc's Run, unlike its Create, keeps the container's ends of
+		// the stdio pipes open in the shim: the container's exit would
+		// never reach the log copier as end of file.
+		if closer, ok := c.init.io.runcIO().(runc.StartCloser); ok {
+			if cerr := closer.CloseAfterStart(); err == nil {
+				err = cerr
+			}
+		}
+		if err == nil {
+			// After runc made the container: it must be deleted.
+			err = failpoint.Inject(ctx, failpoint.RuncCreate)
+		}
+	}
 	pid := 0
 	if err == nil {
 		pid, err = runc.ReadPidFile(pidFile)
@@ -178,12 +209,12 @@ func (s *service) restoreInit(ctx context.Context, c *container) (int, error) {
 	}
 	if err != nil {
 		// Its process goes with the forced delete, and its exit with
-		// nobody told of a start: the init stays unrestored, pid 0.
+		// nobody told of a start: the init stays unmade, pid 0.
 		_ = c.runc.Delete(context.WithoutCancel(ctx), c.id, &runc.DeleteOpts{Force: true})
 		s.mu.Lock()
 		s.endStartLocked(c.init, 0)
 		s.mu.Unlock()
-		return 0, runcError(c.bundle, fmt.Errorf("runc restore %s: %w", c.id, err))
+		return 0, runcError(c.bundle, fmt.Errorf("%s %s: %w", what, c.id, err))
 	}
 	s.mu.Lock()
 	c.cgroup = cg
@@ -261,8 +292,8 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	s.mu.Unlock()
 	defer close(gate)
 
-	if p.isInit() && c.restoreFrom != "" {
-		pid, err := s.restoreInit(ctx, c)
+	if p.isInit() && c.madeAtStart {
+		pid, err := s.startInit(ctx, c)
 		if err != nil {
 			return nil, err
 		}
@@ -419,7 +450,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		return &taskAPI.DeleteResponse{Pid: uint32(p.pid), ExitStatus: uint32(p.exitCode), ExitedAt: protobuf.ToTimestamp(exitTime(p))}, nil
 	}
 	neverStarted := p.status == task.Status_CREATED
-	unrestored := neverStarted && p.pid == 0 && c.restoreFrom != ""
+	unrestored := neverStarted && p.pid == 0 && c.madeAtStart
 	if unrestored {
 		// Waiting to be restored, or its restore failed: runc has no
 		// container and there is no process to reap.
@@ -493,25 +524,37 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	return &taskAPI.DeleteResponse{Pid: uint32(p.pid), ExitStatus: uint32(p.exitCode), ExitedAt: exitedAt}, nil
 }
 
-// ownsPIDNamespace tells whether the OCI spec at specPath gives the
-// container a new PID namespace; false when it cannot tell.
-func ownsPIDNamespace(specPath string) bool {
+// specFacts is what the shim takes from a container's OCI spec.
+type specFacts struct {
+	// ownPIDNamespace: the spec gives the container a new PID namespace.
+	ownPIDNamespace bool
+	// runAtStart: the task is started as soon as it is created (package
+	// extension's RunAtStartAnnotation).
+	runAtStart bool
+}
+
+// readSpecFacts reads the OCI spec at specPath; what it cannot tell is
+// false.
+func readSpecFacts(specPath string) specFacts {
+	var facts specFacts
 	data, err := os.ReadFile(specPath)
 	if err != nil {
-		return false
+		return facts
 	}
 	var spec struct {
-		Linux struct {
+		Annotations map[string]string `json:"annotations"`
+		Linux       struct {
 			Namespaces []specs.LinuxNamespace `json:"namespaces"`
 		} `json:"linux"`
 	}
 	if json.Unmarshal(data, &spec) != nil {
-		return false
+		return facts
 	}
+	facts.runAtStart = spec.Annotations[extension.RunAtStartAnnotation] == "true"
 	for _, ns := range spec.Linux.Namespaces {
 		if ns.Type == specs.PIDNamespace {
-			return ns.Path == ""
+			facts.ownPIDNamespace = ns.Path == ""
 		}
 	}
-	return false
+	return facts
 }

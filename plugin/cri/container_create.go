@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/mine-runtime/mine/extension"
 	"github.com/mine-runtime/mine/failpoint"
 	ocispec "github.com/mine-runtime/mine/plugin/spec"
 )
@@ -157,6 +158,17 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 	}()
 	if err := s.nriCreateContainer(ctx, sb, meta, spec); err != nil {
 		return nil, toStatus(err)
+	}
+	if !s.nri.Active() {
+		// StartContainer creates the task and starts it at once, so runc
+		// makes and starts the container in one run (package extension).
+		// NRI plugins are told of a start with the container's pid,
+		// which only a container created beforehand has: with a plugin
+		// connected, runc creates it first, as with containerd's CRI.
+		if spec.Annotations == nil {
+			spec.Annotations = map[string]string{}
+		}
+		spec.Annotations[extension.RunAtStartAnnotation] = "true"
 	}
 	record, err := s.client.NewContainer(ctx, id,
 		containerd.WithSnapshotter(conf.Snapshotter),

@@ -20,6 +20,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/mine-runtime/mine/config"
+	"github.com/mine-runtime/mine/extension"
 	"github.com/mine-runtime/mine/plugin/spec"
 )
 
@@ -49,8 +50,10 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 		oci.WithNoNewPrivileges,
 		oci.WithCgroup(spec.CgroupsPath(cfg.GetLinux().GetCgroupParent(), m.ID, rt.Options.SystemdCgroup)),
 		oci.WithAnnotations(map[string]string{
-			spec.AnnotationSandboxID:     m.ID,
-			spec.AnnotationContainerType: "sandbox",
+			// Created and started at once: by one runc run.
+			extension.RunAtStartAnnotation: "true",
+			spec.AnnotationSandboxID:       m.ID,
+			spec.AnnotationContainerType:   "sandbox",
 		}),
 	}
 	common = append(common, spec.PodNamespaces(m.Namespaces), withSpecVersion(specVersionFor(ctx, rt)))
