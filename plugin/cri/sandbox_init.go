@@ -141,16 +141,23 @@ func (s *Service) sandboxImage(ctx context.Context, ref string) (containerd.Imag
 // startStatsInit starts the init of a pod whose containers do not share
 // its PID namespace once its first container has started (trigger), or
 // statsInitDelay after RunPodSandbox if none has by then (kubelet pulls
-// images in between): its runc create and start then never compete with
-// the pod's own start. Its lock, taken before the pod's, makes
-// StopPodSandbox wait for a start under way and then stop what it
-// started. A failure costs the pod its network statistics in kubelet's
-// summary, nothing else: it is logged.
+// images in between), and then once no pod or container start is under
+// way on the node, or statsInitMaxWait after that: its runc run and
+// processes never compete with the pod's own start, nor with a burst of
+// other pods' starts (kubelet starting a node's pods at once), for whose
+// sake kubelet's statistics of a new pod may come a few seconds later.
+// Its lock, taken before the pod's, makes StopPodSandbox wait for a start
+// under way and then stop what it started. A failure costs the pod its
+// network statistics in kubelet's summary, nothing else: it is logged.
 func (s *Service) startStatsInit(ctx context.Context, id string, trigger <-chan struct{}) {
 	select {
 	case <-trigger:
 	case <-time.After(statsInitDelay):
 		s.initTriggers.drop(id)
+	}
+	select {
+	case <-s.starts.quiet():
+	case <-time.After(statsInitMaxWait):
 	}
 	unlockInit := s.lock(initLock(id))
 	defer unlockInit()
@@ -200,6 +207,50 @@ func (s *Service) podPIDNamespace(ctx context.Context, sb *sandboxMeta) (string,
 // statsInitDelay is how long a pod's statistics init waits for the pod's
 // first container to start before it starts anyway.
 const statsInitDelay = 2 * time.Second
+
+// statsInitMaxWait bounds how long a pod's statistics init, once due,
+// waits for the node's pod and container starts to pause.
+const statsInitMaxWait = 10 * time.Second
+
+// startsUnderWay counts the RunPodSandbox and StartContainer calls in
+// progress.
+type startsUnderWay struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n falls to 0
+}
+
+// begin counts a start until the returned func is called.
+func (w *startsUnderWay) begin() (end func()) {
+	w.mu.Lock()
+	if w.n == 0 {
+		w.idle = make(chan struct{})
+	}
+	w.n++
+	w.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if w.n--; w.n == 0 {
+				close(w.idle)
+			}
+		})
+	}
+}
+
+// quiet is closed once no start is under way.
+func (w *startsUnderWay) quiet() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.n == 0 {
+		closed := make(chan struct{})
+		close(closed)
+		return closed
+	}
+	return w.idle
+}
 
 // initTriggers are the pods whose statistics init waits for their first
 // container's start.

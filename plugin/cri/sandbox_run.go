@@ -36,6 +36,7 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	// A client that gives up does not stop the pod being made: its retry
 	// is then handed the pod, rather than finding half of one.
 	ctx := context.WithoutCancel(s.nsContext(reqCtx))
+	defer s.starts.begin()()
 	cfg := r.GetConfig()
 	md := cfg.GetMetadata()
 	if md == nil || md.Name == "" || md.Namespace == "" || md.Uid == "" {

@@ -75,8 +75,10 @@ type Service struct {
 	cpu    cpuSamples
 	stats  *statsCollector
 	shims  *shimFigures
-	// initTriggers start pods' statistics inits (startStatsInit).
+	// initTriggers start pods' statistics inits (startStatsInit), which
+	// then wait for starts to pause.
 	initTriggers initTriggers
+	starts       startsUnderWay
 	streams      streaming.Server
 	stdins       stdinFIFOs
 	// oomKilled remembers containers the OOM killer acted in until their
