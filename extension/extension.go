@@ -69,7 +69,7 @@ const ReopenLogAnnotation = "io.containerd.mine.v2.reopen-log"
 
 // RunAtStartAnnotation, "true" in a container's OCI spec, tells the shim
 // that its task is started as soon as it is created, as the plugin does
-// with every CRI container and pod init: Create then mounts its root file
+// with every CRI container: Create then mounts its root file
 // system and opens its stdio, and Start runs `runc run --detach`, one runc
 // process where create and start take two. In between, the task is
 // CREATED with pid 0. Without it (ctr, other clients), Create runs runc

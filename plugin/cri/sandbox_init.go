@@ -20,7 +20,6 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/mine-runtime/mine/config"
-	"github.com/mine-runtime/mine/extension"
 	"github.com/mine-runtime/mine/plugin/spec"
 )
 
@@ -49,11 +48,13 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 		oci.WithCapabilities(nil),
 		oci.WithNoNewPrivileges,
 		oci.WithCgroup(spec.CgroupsPath(cfg.GetLinux().GetCgroupParent(), m.ID, rt.Options.SystemdCgroup)),
+		// Not made at its start (extension.RunAtStartAnnotation): kubelet's
+		// cAdvisor takes the pid of the task whose cgroup it sees appear, and
+		// a task being made by runc run has none yet; it would keep none,
+		// and the pod would never have network statistics.
 		oci.WithAnnotations(map[string]string{
-			// Created and started at once: by one runc run.
-			extension.RunAtStartAnnotation: "true",
-			spec.AnnotationSandboxID:       m.ID,
-			spec.AnnotationContainerType:   "sandbox",
+			spec.AnnotationSandboxID:     m.ID,
+			spec.AnnotationContainerType: "sandbox",
 		}),
 	}
 	common = append(common, spec.PodNamespaces(m.Namespaces), withSpecVersion(specVersionFor(ctx, rt)))
