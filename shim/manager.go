@@ -248,6 +248,13 @@ func cleanup(ctx context.Context, f flags) (*taskAPI.DeleteResponse, error) {
 	if err := mount.UnmountRecursive(filepath.Join(bundle, "rootfs"), 0); err != nil {
 		log.G(ctx).WithError(err).Warn("unmount rootfs")
 	}
+	// containerd also runs this for a container it gave up on between
+	// `start` and Create (it died in between): its claim on the group's
+	// shim goes now, so that the shim can leave once idle, not claimTTL
+	// later. After a Create it is gone already.
+	if data, err := os.ReadFile(filepath.Join(bundle, socketFile)); err == nil {
+		unclaim(string(data), f.id)
+	}
 	removeStaleSocket(ctx, bundle)
 	if rec, err := readExitRecord(bundle); err == nil {
 		return &taskAPI.DeleteResponse{Pid: uint32(rec.Pid), ExitStatus: uint32(rec.Status), ExitedAt: timestamppb.New(rec.ExitedAt)}, nil

@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -115,4 +116,29 @@ func TestGroupClaims(t *testing.T) {
 		t.Fatalf("the waiter holds a lock on no file at the path: %v", err)
 	}
 	u()
+}
+
+// `delete` for a container whose Create never came releases the claim
+// `start` left on the group's shim.
+func TestCleanupReleasesClaim(t *testing.T) {
+	bundle := t.TempDir()
+	socket := filepath.Join(t.TempDir(), "group")
+	if err := os.WriteFile(filepath.Join(bundle, socketFile), []byte(socket), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := claim(socket, "never-created"); err != nil {
+		t.Fatal(err)
+	}
+	if err := claim(socket, "other"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cleanup(context.Background(), flags{namespace: "mine-test", id: "never-created", bundle: bundle}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(claimsDir(socket), "never-created")); !os.IsNotExist(err) {
+		t.Fatalf("the claim is still there: %v", err)
+	}
+	if n := freshClaims(socket); n != 1 {
+		t.Fatalf("%d fresh claims left, want the other container's", n)
+	}
 }
