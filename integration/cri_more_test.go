@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/base64"
 	"fmt"
+	containerd "github.com/containerd/containerd/v2/client"
 	"net"
 	"os"
 	"path/filepath"
@@ -814,4 +815,37 @@ func TestCRIExecSyncNeverLosesOutput(t *testing.T) {
 			t.Fatalf("exec %d: %q, exit %d, %v", i, resp.GetStdout(), resp.GetExitCode(), err)
 		}
 	}
+}
+
+// A pod whose statistics init was still due when containerd died gets it
+// after the restart: kubelet takes the pod's network statistics from it.
+func TestCRIRestartStartsStatsInit(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	podID := c.runPod(t, podConfig(t, "restart-init"))
+	// Killed at once: the init is due only after the pod's first container
+	// starts, or two seconds after RunPodSandbox.
+	if err := daemon.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := daemon.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	client, err := daemon.Client("k8s.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	waitFor(t, "the pod's init running after the restart", 30*time.Second, func() bool {
+		container, err := client.LoadContainer(ctx, podID)
+		if err != nil {
+			return false
+		}
+		task, err := container.Task(ctx, nil)
+		if err != nil {
+			return false
+		}
+		st, err := task.Status(ctx)
+		return err == nil && st.Status == containerd.Running
+	})
 }

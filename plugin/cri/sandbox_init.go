@@ -150,11 +150,14 @@ func (s *Service) sandboxImage(ctx context.Context, ref string) (containerd.Imag
 // Its lock, taken before the pod's, makes StopPodSandbox wait for a start
 // under way and then stop what it started. A failure costs the pod its
 // network statistics in kubelet's summary, nothing else: it is logged.
+// With no trigger (the daemon's restart), it is due at once.
 func (s *Service) startStatsInit(ctx context.Context, id string, trigger <-chan struct{}) {
-	select {
-	case <-trigger:
-	case <-time.After(statsInitDelay):
-		s.initTriggers.drop(id)
+	if trigger != nil {
+		select {
+		case <-trigger:
+		case <-time.After(statsInitDelay):
+			s.initTriggers.drop(id)
+		}
 	}
 	select {
 	case <-s.starts.quiet():
@@ -163,7 +166,12 @@ func (s *Service) startStatsInit(ctx context.Context, id string, trigger <-chan 
 	unlockInit := s.lock(initLock(id))
 	defer unlockInit()
 	c, m, err := s.loadSandbox(ctx, id)
-	if err != nil || !m.Ready {
+	if err != nil || !m.Ready || m.Init != nil {
+		return
+	}
+	// A task a start cut short by the daemon's death left.
+	if err := deleteTask(ctx, c); err != nil {
+		log.G(ctx).WithError(err).WithField("id", id).Warn("delete the pod's unstarted init")
 		return
 	}
 	task, err := c.NewTask(ctx, cio.NullIO)

@@ -262,6 +262,11 @@ func (s *Service) recover(ctx context.Context) error {
 				}
 				s.records.putSandbox(m)
 				s.names.add(kindSandbox, m.Name, m.ID)
+				if m.Ready && m.Init == nil {
+					// Its statistics init was still due, or being
+					// started, when the daemon stopped.
+					go s.startStatsInit(context.WithoutCancel(ctx), m.ID, nil)
+				}
 			}
 		case kindContainer:
 			if _, m, err := s.loadContainer(ctx, c.ID()); err == nil {
