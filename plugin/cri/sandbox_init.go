@@ -143,8 +143,8 @@ func (s *Service) sandboxImage(ctx context.Context, ref string) (containerd.Imag
 // its PID namespace once its first container has started (trigger), or
 // statsInitDelay after RunPodSandbox if none has by then (kubelet pulls
 // images in between), and then once no pod or container start is under
-// way on the node, or statsInitMaxWait after that: its runc run and
-// processes never compete with the pod's own start, nor with a burst of
+// way on the node, or statsInitMaxWait after that: its runc processes
+// and its own never compete with the pod's start, nor with a burst of
 // other pods' starts (kubelet starting a node's pods at once), for whose
 // sake kubelet's statistics of a new pod may come a few seconds later.
 // Its lock, taken before the pod's, makes StopPodSandbox wait for a start
