@@ -2,7 +2,6 @@ package integration
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -214,15 +213,5 @@ func TestCRIUserNamespacePod(t *testing.T) {
 // hostUID is a process's real UID as the host sees it.
 func hostUID(t *testing.T, pid int) string {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
-			return f[1]
-		}
-	}
-	t.Fatalf("no Uid line in /proc/%d/status", pid)
-	return ""
+	return strings.Fields(statusField(t, pid, "Uid"))[0]
 }

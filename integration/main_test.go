@@ -224,21 +224,28 @@ func shimOf(t *testing.T, pid uint32) int {
 
 func parentPid(t *testing.T, pid int) int {
 	t.Helper()
+	ppid, err := strconv.Atoi(statusField(t, pid, "PPid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ppid
+}
+
+// statusField is a field of /proc/PID/status, as it stands after the
+// colon, spaces trimmed.
+func statusField(t *testing.T, pid int, name string) string {
+	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
-			ppid, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return ppid
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v)
 		}
 	}
-	t.Fatalf("no PPid in /proc/%d/status", pid)
-	return 0
+	t.Fatalf("no %s in /proc/%d/status", name, pid)
+	return ""
 }
 
 // processAlive tells whether pid is a live process (not gone, not a zombie).

@@ -11,7 +11,10 @@ import (
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/mine-runtime/mine/extension"
 )
 
 // Files the shim keeps in a container's bundle. They outlive the shim, so
@@ -142,4 +145,46 @@ func writeJSONAtomic(path string, v any) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// specFacts is what the shim takes from a container's OCI spec.
+type specFacts struct {
+	// group: the shim the container belongs in (groupAnnotations), its
+	// own id without one.
+	group string
+	// ownPIDNamespace: the spec gives the container a new PID namespace.
+	ownPIDNamespace bool
+	// runAtStart: the task is started as soon as it is created (package
+	// extension's RunAtStartAnnotation).
+	runAtStart bool
+}
+
+// readSpec reads the OCI spec at specPath of container id.
+func readSpec(specPath, id string) (specFacts, error) {
+	data, err := os.ReadFile(specPath)
+	if err != nil {
+		return specFacts{}, fmt.Errorf("read OCI spec: %w", err)
+	}
+	var spec struct {
+		Annotations map[string]string `json:"annotations"`
+		Linux       struct {
+			Namespaces []specs.LinuxNamespace `json:"namespaces"`
+		} `json:"linux"`
+	}
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return specFacts{}, fmt.Errorf("parse OCI spec: %w", err)
+	}
+	facts := specFacts{group: id, runAtStart: spec.Annotations[extension.RunAtStartAnnotation] == "true"}
+	for _, a := range groupAnnotations {
+		if g := spec.Annotations[a]; g != "" {
+			facts.group = g
+			break
+		}
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.PIDNamespace {
+			facts.ownPIDNamespace = ns.Path == ""
+		}
+	}
+	return facts, nil
 }

@@ -3,7 +3,6 @@ package shim
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -43,10 +42,11 @@ const defaultSocketDir = "/run/containerd/s"
 // address of the shim serving the container's group, spawning that shim
 // if the group has none yet.
 func start(ctx context.Context, f flags, params *bootapi.BootstrapParams) (_ *bootapi.BootstrapResult, retErr error) {
-	group, err := groupOf("config.json", f.id)
+	spec, err := readSpec("config.json", f.id)
 	if err != nil {
 		return nil, err
 	}
+	group := spec.group
 	socketDir := params.GetSocketDir()
 	if socketDir == "" {
 		socketDir = defaultSocketDir
@@ -198,26 +198,6 @@ func adjustOOMScore(pid int) error {
 		return err
 	}
 	return os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte(strconv.Itoa(min(score+1, 1000))), 0)
-}
-
-// groupOf reads the group a container belongs to from its OCI spec.
-func groupOf(specPath, id string) (string, error) {
-	data, err := os.ReadFile(specPath)
-	if err != nil {
-		return "", fmt.Errorf("read OCI spec: %w", err)
-	}
-	var spec struct {
-		Annotations map[string]string `json:"annotations"`
-	}
-	if err := json.Unmarshal(data, &spec); err != nil {
-		return "", fmt.Errorf("parse OCI spec: %w", err)
-	}
-	for _, a := range groupAnnotations {
-		if g := spec.Annotations[a]; g != "" {
-			return g, nil
-		}
-	}
-	return id, nil
 }
 
 // cleanup is `containerd-shim-mine-v2 delete`: containerd runs it, with the

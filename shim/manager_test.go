@@ -23,9 +23,9 @@ func TestGroupOf(t *testing.T) {
 		if err := os.WriteFile(path, []byte(tc.spec), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		got, err := groupOf(path, "ctr")
-		if err != nil || got != tc.want {
-			t.Errorf("groupOf(%s) = %q, %v; want %q", tc.spec, got, err, tc.want)
+		spec, err := readSpec(path, "ctr")
+		if got := spec.group; err != nil || got != tc.want {
+			t.Errorf("readSpec(%s).group = %q, %v; want %q", tc.spec, got, err, tc.want)
 		}
 	}
 }

@@ -21,7 +21,6 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/mine-runtime/mine/extension"
 	"github.com/mine-runtime/mine/failpoint"
 )
 
@@ -66,8 +65,10 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		opts:   opts,
 		execs:  make(map[string]*process),
 	}
-	facts := readSpecFacts(filepath.Join(r.Bundle, "config.json"))
-	c.ownPIDNamespace = facts.ownPIDNamespace
+	// runc reports a spec it cannot read at create; what cannot be read
+	// here is false.
+	spec, _ := readSpec(filepath.Join(r.Bundle, "config.json"), r.ID)
+	c.ownPIDNamespace = spec.ownPIDNamespace
 	defer func() {
 		if retErr != nil && c.rootfs != "" {
 			if err := mount.UnmountRecursive(c.rootfs, 0); err != nil {
@@ -98,7 +99,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	p.io = pio
 
-	if r.Checkpoint != "" || facts.runAtStart {
+	if r.Checkpoint != "" || spec.runAtStart {
 		// Restored, not created: runc restore makes and runs its init at
 		// Start, as containerd's runc shim does. containerd gives the
 		// CRIU images' directory (criu_image_path, or a checkpoint image
@@ -450,10 +451,10 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		return &taskAPI.DeleteResponse{Pid: uint32(p.pid), ExitStatus: uint32(p.exitCode), ExitedAt: protobuf.ToTimestamp(exitTime(p))}, nil
 	}
 	neverStarted := p.status == task.Status_CREATED
-	unrestored := neverStarted && p.pid == 0 && c.madeAtStart
-	if unrestored {
-		// Waiting to be restored, or its restore failed: runc has no
-		// container and there is no process to reap.
+	unmade := neverStarted && p.pid == 0 && c.madeAtStart
+	if unmade {
+		// Waiting to be made at Start (restored, or run), or that failed:
+		// runc has no container and there is no process to reap.
 		p.abandonLocked()
 	}
 	s.mu.Unlock()
@@ -465,7 +466,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	// a third of a pod's teardown. runc still kills what is left in the
 	// cgroup of a container that shares its PID namespace.
 	force := neverStarted
-	if !unrestored {
+	if !unmade {
 		if err = failpoint.Inject(ctx, failpoint.RuncDelete); err == nil {
 			err = c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: force})
 		}
@@ -476,7 +477,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 			log.G(ctx).WithError(runcError(c.bundle, err)).Warn("runc delete")
 		}
 	}
-	if neverStarted && !unrestored {
+	if neverStarted && !unmade {
 		select {
 		case <-p.exited:
 		case <-time.After(deleteWaitTimeout):
@@ -486,7 +487,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 			s.mu.Unlock()
 			p.markExited()
 		}
-	} else if !unrestored {
+	} else if !unmade {
 		<-p.exited
 	}
 	p.io.Close()
@@ -522,39 +523,4 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		ExitedAt:    exitedAt,
 	})
 	return &taskAPI.DeleteResponse{Pid: uint32(p.pid), ExitStatus: uint32(p.exitCode), ExitedAt: exitedAt}, nil
-}
-
-// specFacts is what the shim takes from a container's OCI spec.
-type specFacts struct {
-	// ownPIDNamespace: the spec gives the container a new PID namespace.
-	ownPIDNamespace bool
-	// runAtStart: the task is started as soon as it is created (package
-	// extension's RunAtStartAnnotation).
-	runAtStart bool
-}
-
-// readSpecFacts reads the OCI spec at specPath; what it cannot tell is
-// false.
-func readSpecFacts(specPath string) specFacts {
-	var facts specFacts
-	data, err := os.ReadFile(specPath)
-	if err != nil {
-		return facts
-	}
-	var spec struct {
-		Annotations map[string]string `json:"annotations"`
-		Linux       struct {
-			Namespaces []specs.LinuxNamespace `json:"namespaces"`
-		} `json:"linux"`
-	}
-	if json.Unmarshal(data, &spec) != nil {
-		return facts
-	}
-	facts.runAtStart = spec.Annotations[extension.RunAtStartAnnotation] == "true"
-	for _, ns := range spec.Linux.Namespaces {
-		if ns.Type == specs.PIDNamespace {
-			facts.ownPIDNamespace = ns.Path == ""
-		}
-	}
-	return facts
 }
