@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,14 +52,15 @@ func (s *Service) CheckpointContainer(ctx context.Context, r *runtimeapi.Checkpo
 	if loc := r.GetLocation(); loc == "" || !filepath.IsAbs(loc) {
 		return nil, toStatus(invalid(fmt.Sprintf("checkpoint location %q is not an absolute path", loc)))
 	}
+	// Before the lock, which exits and removals wait for: a process start.
+	if err := criuCheck(ctx); err != nil {
+		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("CheckpointContainer needs CRIU: " + err.Error()))
+	}
 	// Not removed, updated or checkpointed again meanwhile.
 	unlock := s.lock(m.ID)
 	defer unlock()
 	if state, _ := s.containerState(ctx, c, m); state != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("container " + m.ID + " is " + state.String() + ": only a running container can be checkpointed"))
-	}
-	if err := criuCheck(ctx); err != nil {
-		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("CheckpointContainer needs CRIU: " + err.Error()))
 	}
 	if r.GetTimeout() > 0 {
 		var cancel context.CancelFunc
@@ -97,10 +99,6 @@ func (s *Service) writeCheckpoint(ctx context.Context, c containerd.Container, m
 	if _, err := s.client.TaskService().Checkpoint(ctx, &tasks.CheckpointTaskRequest{ContainerID: m.ID, Options: opts}); err != nil {
 		return err
 	}
-	spec, err := c.Spec(ctx)
-	if err != nil {
-		return err
-	}
 	info, err := c.Info(ctx)
 	if err != nil {
 		return err
@@ -115,11 +113,12 @@ func (s *Service) writeCheckpoint(ctx context.Context, c containerd.Container, m
 		CreatedTime:      time.Unix(0, m.CreatedAt).UTC(),
 		CheckpointedTime: time.Now().UTC(),
 	}
-	for name, v := range map[string]any{"spec.dump": spec, "config.dump": dump} {
-		data, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
+	config, err := json.Marshal(dump)
+	if err != nil {
+		return err
+	}
+	// The spec as containerd holds it: JSON already.
+	for name, data := range map[string][]byte{"spec.dump": info.Spec.GetValue(), "config.dump": config} {
 		if err := os.WriteFile(filepath.Join(work, name), data, 0o600); err != nil {
 			return err
 		}
@@ -217,17 +216,21 @@ func (s *Service) CheckpointPod(ctx context.Context, r *runtimeapi.CheckpointPod
 		if m.SandboxID != podID {
 			return nil, toStatus(invalid("container " + id + " is not in pod " + podID))
 		}
-		if state, _ := s.containerState(ctx, c, m); state != runtimeapi.ContainerState_CONTAINER_RUNNING {
-			return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("container " + id + " is " + state.String() + ": only running containers can be checkpointed"))
-		}
 		all = append(all, selected{c, m})
 	}
 	if err := criuCheck(ctx); err != nil {
 		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("CheckpointPod needs CRIU: " + err.Error()))
 	}
-	// The pod stays as it is while it is cut.
+	// The pod and its containers stay as they are while the pod is cut:
+	// its lock, then theirs, as StartContainer takes them.
 	unlock := s.lock(podID)
 	defer unlock()
+	for _, sel := range all {
+		defer s.lock(sel.m.ID)()
+		if state, _ := s.containerState(ctx, sel.c, sel.m); state != runtimeapi.ContainerState_CONTAINER_RUNNING {
+			return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("container " + sel.m.ID + " is " + state.String() + ": only running containers can be checkpointed"))
+		}
+	}
 	start := time.Now()
 	// One cut: every container paused before any is captured, and every
 	// one resumed before returning, whatever happened.
@@ -310,13 +313,8 @@ func (s *Service) RestorePod(ctx context.Context, r *runtimeapi.RestorePodReques
 			}
 		}
 	}
-	if len(inCheckpoint) != len(names) {
-		return nil, toStatus(invalid(fmt.Sprintf("the checkpoint holds containers %v, the request configures %v", sortedKeys(inCheckpoint), sortedKeys(names))))
-	}
-	for name := range names {
-		if !inCheckpoint[name] {
-			return nil, toStatus(invalid(fmt.Sprintf("the checkpoint holds containers %v, the request configures %v", sortedKeys(inCheckpoint), sortedKeys(names))))
-		}
+	if !maps.Equal(inCheckpoint, names) {
+		return nil, toStatus(invalid(fmt.Sprintf("the checkpoint holds containers %v, the request configures %v", slices.Sorted(maps.Keys(inCheckpoint)), slices.Sorted(maps.Keys(names)))))
 	}
 	if err := criuCheck(ctx); err != nil {
 		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("RestorePod needs CRIU: " + err.Error()))
@@ -345,15 +343,6 @@ func (s *Service) RestorePod(ctx context.Context, r *runtimeapi.RestorePodReques
 		resp.RestoredContainers = append(resp.RestoredContainers, &runtimeapi.RestoredContainer{Name: cfg.GetMetadata().GetName(), ContainerId: created.ContainerId})
 	}
 	return resp, nil
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // emptyDirectory checks CheckpointPod's output path: absolute, existing,
@@ -460,6 +449,9 @@ func readCheckpointArchive(ref string) (*checkpointDump, bool, error) {
 			}
 		case "checkpoint/inventory.img":
 			inventory = true
+		}
+		if dump != nil && inventory {
+			break
 		}
 	}
 	if dump == nil || !inventory {

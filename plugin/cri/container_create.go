@@ -165,9 +165,6 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 		// NRI plugins are told of a start with the container's pid,
 		// which only a container created beforehand has: with a plugin
 		// connected, runc creates it first, as with containerd's CRI.
-		if spec.Annotations == nil {
-			spec.Annotations = map[string]string{}
-		}
 		spec.Annotations[extension.RunAtStartAnnotation] = "true"
 	}
 	record, err := s.client.NewContainer(ctx, id,

@@ -59,12 +59,11 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 	}
 	common = append(common, spec.PodNamespaces(m.Namespaces), withSpecVersion(specVersionFor(ctx, rt)))
 	userns := spec.PodUserNamespaceOf(cfg)
-	var snapshotOpts []snapshots.Opt
+	snapshotOpts := rootfsRemap(cfg)
 	if m.Namespaces.User != "" {
 		// The init of a pod with its own user namespace is in it: a
 		// shared PID namespace it makes must be the pod's to mount /proc.
 		common = append(common, spec.PodUserNamespace(m.Namespaces.User, userns))
-		snapshotOpts = append(snapshotOpts, containerd.WithUserNSRemapperLabels(spec.IDMappings(userns.GetUids()), spec.IDMappings(userns.GetGids())))
 	}
 
 	if ref := s.config().SandboxImage; ref != "" {
@@ -169,10 +168,12 @@ func (s *Service) startStatsInit(ctx context.Context, id string, trigger <-chan 
 	if err != nil || !m.Ready || m.Init != nil {
 		return
 	}
-	// A task a start cut short by the daemon's death left.
-	if err := deleteTask(ctx, c); err != nil {
-		log.G(ctx).WithError(err).WithField("id", id).Warn("delete the pod's unstarted init")
-		return
+	if trigger == nil {
+		// A task a start cut short by the daemon's death left.
+		if err := deleteTask(ctx, c); err != nil {
+			log.G(ctx).WithError(err).WithField("id", id).Warn("delete the pod's unstarted init")
+			return
+		}
 	}
 	task, err := c.NewTask(ctx, cio.NullIO)
 	if err == nil {
@@ -254,12 +255,12 @@ func (w *startsUnderWay) quiet() <-chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.n == 0 {
-		closed := make(chan struct{})
-		close(closed)
-		return closed
+		return alreadyClosed
 	}
 	return w.idle
 }
+
+var alreadyClosed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // initTriggers are the pods whose statistics init waits for their first
 // container's start.

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"runtime"
 	"strconv"
 	"sync"
 
@@ -23,6 +22,7 @@ import (
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/mine-runtime/mine/failpoint"
+	"github.com/mine-runtime/mine/plugin/podns"
 )
 
 // startStreaming serves exec, attach and port-forward streams on
@@ -185,35 +185,10 @@ func dialInNetNS(netns, addr string) (net.Conn, error) {
 	if netns == "" {
 		return net.Dial("tcp", addr)
 	}
-	type result struct {
-		conn net.Conn
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		defer unix.Close(orig)
-		target, err := unix.Open(netns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			done <- result{err: err}
-			return
-		}
-		conn, err := net.Dial("tcp", addr)
-		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		} // else the thread stays locked and dies with the goroutine
-		done <- result{conn, err}
-	}()
-	r := <-done
-	return r.conn, r.err
+	var conn net.Conn
+	err := podns.In(netns, "net", unix.CLONE_NEWNET, func() (err error) {
+		conn, err = net.Dial("tcp", addr)
+		return err
+	})
+	return conn, err
 }

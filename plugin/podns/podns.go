@@ -214,14 +214,14 @@ func pinInUserNamespace(paths Paths, flags int, ids IDMap, hostname string) erro
 		}
 	}
 	if paths.Net != "" {
-		if err := in(paths.Net, "net", unix.CLONE_NEWNET, loopbackUp); err != nil {
+		if err := In(paths.Net, "net", unix.CLONE_NEWNET, loopbackUp); err != nil {
 			return err
 		}
 	}
 	if paths.UTS == "" || hostname == "" {
 		return nil
 	}
-	return in(paths.UTS, "uts", unix.CLONE_NEWUTS, func() error {
+	return In(paths.UTS, "uts", unix.CLONE_NEWUTS, func() error {
 		if err := unix.Sethostname([]byte(hostname)); err != nil {
 			return fmt.Errorf("set hostname: %w", err)
 		}
@@ -229,10 +229,11 @@ func pinInUserNamespace(paths Paths, flags int, ids IDMap, hostname string) erro
 	})
 }
 
-// in runs fn on a locked thread moved into the pinned namespace at path
-// (of kind and type nstype) and back. A thread that cannot go back is
-// never unlocked: Go discards it with its goroutine.
-func in(path, kind string, nstype int, fn func() error) error {
+// In runs fn on a locked thread moved into the namespace at path (of kind
+// and type nstype, as /proc/thread-self/ns names and setns(2) takes it)
+// and back. A thread that cannot go back is never unlocked: Go discards
+// it with its goroutine.
+func In(path, kind string, nstype int, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()

@@ -249,7 +249,7 @@ func withMounts(c *Container, h *Host) (oci.SpecOpts, error) {
 		// kubelet gives a pod in its own user namespace its volumes'
 		// mappings: runc then makes the bind mounts idmapped.
 		list = append(list, mount{dst, specs.Mount{Destination: m.GetContainerPath(), Type: "bind", Source: src, Options: opts,
-			UIDMappings: mountIDMappings(m.GetUidMappings()), GIDMappings: mountIDMappings(m.GetGidMappings())}, true})
+			UIDMappings: IDMappings(m.GetUidMappings()), GIDMappings: IDMappings(m.GetGidMappings())}, true})
 	}
 	ro := c.Config.GetLinux().GetSecurityContext().GetReadonlyRootfs()
 	for _, f := range podFiles(c.Pod) {
@@ -672,21 +672,16 @@ func PodUserNamespace(path string, u *runtimeapi.UserNamespace) oci.SpecOpts {
 	}
 }
 
-// IDMappings are CRI ID mappings as the OCI spec has them.
+// IDMappings are CRI ID mappings as the OCI spec has them, nil for none.
 func IDMappings(in []*runtimeapi.IDMapping) []specs.LinuxIDMapping {
+	if len(in) == 0 {
+		return nil
+	}
 	out := make([]specs.LinuxIDMapping, 0, len(in))
 	for _, m := range in {
 		out = append(out, specs.LinuxIDMapping{ContainerID: m.GetContainerId(), HostID: m.GetHostId(), Size: m.GetLength()})
 	}
 	return out
-}
-
-// mountIDMappings are a mount's mappings, nil where it has none.
-func mountIDMappings(in []*runtimeapi.IDMapping) []specs.LinuxIDMapping {
-	if len(in) == 0 {
-		return nil
-	}
-	return IDMappings(in)
 }
 
 func sameMappings(a, b []*runtimeapi.IDMapping) bool {
