@@ -77,6 +77,15 @@ const ReopenLogAnnotation = "io.containerd.mine.v2.reopen-log"
 // shim.
 const RunAtStartAnnotation = "io.containerd.mine.v2.run-at-start"
 
+// RunAtCreateAnnotation, "true" in a container's OCI spec, tells the shim
+// to make and run its init at Create with `runc run --detach`, and to
+// only report it started at Start: one runc process where create and start
+// take two, and the task has its pid when Create returns, as after runc
+// create. The task is CREATED until Start although its init runs, so it
+// suits a process whose running early harms nothing: the plugin sets it on
+// pod inits.
+const RunAtCreateAnnotation = "io.containerd.mine.v2.run-at-create"
+
 // StdinScheme is the scheme of a kept-open stdin FIFO.
 const StdinScheme = "stdin"
 

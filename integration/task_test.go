@@ -16,8 +16,10 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/mine-runtime/mine/extension"
 )
@@ -401,4 +403,98 @@ func TestRunAtStart(t *testing.T) {
 	if task.Pid() == 0 || !runcKnows(created.ID()) {
 		t.Fatalf("a task without the annotation: pid %d, known to runc %v after Create", task.Pid(), runcKnows(created.ID()))
 	}
+}
+
+// A task whose spec carries extension.RunAtCreateAnnotation (every pod
+// init's) is made and run by one runc run at Create: it has its pid, its
+// process runs and runc knows it before Start, and it is CREATED until
+// Start reports it RUNNING. Its exit, stdio and deletion are any task's;
+// an init that exits before Start is reaped and reported with its code,
+// and one deleted unstarted (with its process killed, as a created task
+// is) is gone from runc.
+func TestRunAtCreate(t *testing.T) {
+	c := newClient(t)
+	ctx := testContext(t)
+	runcKnows := func(id string) bool {
+		_, err := os.Stat(filepath.Join("/run/containerd/runc", namespace, id))
+		return err == nil
+	}
+	alive := func(pid uint32) bool { return unix.Kill(int(pid), 0) == nil }
+	runAtCreate := oci.WithAnnotations(map[string]string{extension.RunAtCreateAnnotation: "true"})
+
+	id := containerID(t, "run")
+	container := newContainer(t, c, id, runAtCreate,
+		oci.WithProcessArgs("sh", "-c", "echo to-stdout; echo to-stderr >&2; exec sleep 600"))
+	var stdout, stderr buffer
+	task, err := container.NewTask(ctx, cio.NewCreator(cio.WithFIFODir(t.TempDir()), cio.WithStreams(nil, &stdout, &stderr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := task.Pid()
+	st, err := task.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pid == 0 || !alive(pid) || st.Status != containerd.Created || !runcKnows(id) {
+		t.Fatalf("after Create: pid %d (alive %v), %s, known to runc %v; want a live pid, created, known", pid, pid != 0 && alive(pid), st.Status, runcKnows(id))
+	}
+	exitC, err := task.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := task.Status(ctx); err != nil || st.Status != containerd.Running || task.Pid() != pid {
+		t.Fatalf("after Start: %v %v, pid %d; want running, pid %d", st.Status, err, task.Pid(), pid)
+	}
+	if err := task.Kill(ctx, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, exitC); code != 137 {
+		t.Fatalf("exit code %d, want 137", code)
+	}
+	if exit, err := task.Delete(ctx); err != nil || exit.ExitCode() != 137 {
+		t.Fatalf("delete: %v, exit code %d", err, exit.ExitCode())
+	}
+	if stdout.String() != "to-stdout\n" || stderr.String() != "to-stderr\n" {
+		t.Fatalf("stdout %q, stderr %q", stdout.String(), stderr.String())
+	}
+	if runcKnows(id) {
+		t.Fatal("runc still holds the deleted container")
+	}
+
+	early := newContainer(t, c, containerID(t, "early"), runAtCreate, oci.WithProcessArgs("sh", "-c", "exit 3"))
+	task, err = early.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exitC, err = task.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, exitC); code != 3 {
+		t.Fatalf("an init that exits before Start: exit code %d, want 3", code)
+	}
+	if err := task.Start(ctx); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("Start after the init exited: %v, want FailedPrecondition", err)
+	}
+	if exit, err := task.Delete(ctx); err != nil || exit.ExitCode() != 3 {
+		t.Fatalf("delete the exited init: %v, exit code %d", err, exit.ExitCode())
+	}
+
+	unstarted := newContainer(t, c, containerID(t, "unstarted"), runAtCreate, oci.WithProcessArgs("sleep", "600"))
+	task, err = unstarted.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid = task.Pid()
+	// As for a task runc created: it has a process.
+	if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil {
+		t.Fatalf("delete an unstarted run-at-create task: %v", err)
+	}
+	if runcKnows(unstarted.ID()) {
+		t.Fatal("runc still holds the deleted unstarted container")
+	}
+	waitFor(t, "the unstarted task's init gone", 10*time.Second, func() bool { return !alive(pid) })
 }

@@ -157,6 +157,9 @@ type specFacts struct {
 	// runAtStart: the task is started as soon as it is created (package
 	// extension's RunAtStartAnnotation).
 	runAtStart bool
+	// runAtCreate: the task's init runs from Create on (package
+	// extension's RunAtCreateAnnotation).
+	runAtCreate bool
 }
 
 // readSpec reads the OCI spec at specPath of container id.
@@ -174,7 +177,11 @@ func readSpec(specPath, id string) (specFacts, error) {
 	if err := json.Unmarshal(data, &spec); err != nil {
 		return specFacts{}, fmt.Errorf("parse OCI spec: %w", err)
 	}
-	facts := specFacts{group: id, runAtStart: spec.Annotations[extension.RunAtStartAnnotation] == "true"}
+	facts := specFacts{
+		group:       id,
+		runAtStart:  spec.Annotations[extension.RunAtStartAnnotation] == "true",
+		runAtCreate: spec.Annotations[extension.RunAtCreateAnnotation] == "true",
+	}
 	for _, a := range groupAnnotations {
 		if g := spec.Annotations[a]; g != "" {
 			facts.group = g

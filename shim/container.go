@@ -27,6 +27,9 @@ type container struct {
 	// extension's RunAtStartAnnotation). Until then its pid is 0 and runc
 	// knows nothing of it.
 	madeAtStart bool
+	// startedAtCreate is set when Create made and ran its init (package
+	// extension's RunAtCreateAnnotation): Start only reports it.
+	startedAtCreate bool
 	// restoreFrom is the CRIU images its init is restored from at Start
 	// (runc restore in place of runc create and start), "" otherwise.
 	restoreFrom string

@@ -99,6 +99,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	p.io = pio
 
+	if r.Checkpoint == "" && spec.runAtCreate {
+		return s.createRunning(ctx, c, r)
+	}
 	if r.Checkpoint != "" || spec.runAtStart {
 		// Restored, not created: runc restore makes and runs its init at
 		// Start, as containerd's runc shim does. containerd gives the
@@ -152,10 +155,45 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	return &taskAPI.CreateTaskResponse{Pid: uint32(pid)}, nil
 }
 
-// startInit makes and runs the init of a container made at Start: with
-// `runc restore` for one created from a checkpoint, its init coming back
-// running with the processes and memory the images hold; with `runc run
-// --detach` otherwise. Its stdio is connected as a created one's is.
+// createRunning is Create for a container whose init runs from Create on
+// (specFacts.runAtCreate): startInit makes it with runc run, and it is
+// reported CREATED, with its pid, until Start. The container is stored
+// first, so that an exit reaped at once finds it; its event waits, on a
+// start gate, for TaskCreate.
+func (s *service) createRunning(ctx context.Context, c *container, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
+	p := c.init
+	gate := make(chan struct{})
+	c.startedAtCreate = true
+	s.mu.Lock()
+	p.startGate = gate
+	s.containers[r.ID] = c
+	s.mu.Unlock()
+	pid, err := s.startInit(ctx, c)
+	if err != nil {
+		s.mu.Lock()
+		delete(s.containers, r.ID)
+		p.abandonLocked()
+		s.mu.Unlock()
+	}
+	if err != nil {
+		close(gate)
+		p.io.Close()
+		return nil, err
+	}
+	s.publish(runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
+		IO: &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}, Pid: uint32(pid)})
+	s.mu.Lock()
+	p.startGate = nil // Start's own gate holds the exit behind TaskStart
+	s.mu.Unlock()
+	close(gate)
+	return &taskAPI.CreateTaskResponse{Pid: uint32(pid)}, nil
+}
+
+// startInit makes and runs the init of a container made at Start (or at
+// Create, startedAtCreate): with `runc restore` for one created from a
+// checkpoint, its init coming back running with the processes and memory
+// the images hold; with `runc run --detach` otherwise. Its stdio is
+// connected as a created one's is.
 func (s *service) startInit(ctx context.Context, c *container) (int, error) {
 	pidFile := filepath.Join(c.bundle, initPidFile)
 	what := "runc run"
@@ -223,7 +261,7 @@ func (s *service) startInit(ctx context.Context, c *container) (int, error) {
 		c.stopOOMWatch = s.watchOOM(c.id, cg)
 	}
 	s.endStartLocked(c.init, pid)
-	if c.init.status == task.Status_CREATED {
+	if c.init.status == task.Status_CREATED && !c.startedAtCreate {
 		c.init.status = task.Status_RUNNING
 	}
 	s.mu.Unlock()
@@ -293,6 +331,15 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	s.mu.Unlock()
 	defer close(gate)
 
+	if p.isInit() && c.startedAtCreate {
+		s.mu.Lock()
+		if p.status == task.Status_CREATED {
+			p.status = task.Status_RUNNING
+		}
+		s.mu.Unlock()
+		s.publish(runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: c.id, Pid: uint32(p.pid)})
+		return &taskAPI.StartResponse{Pid: uint32(p.pid)}, nil
+	}
 	if p.isInit() && c.madeAtStart {
 		pid, err := s.startInit(ctx, c)
 		if err != nil {

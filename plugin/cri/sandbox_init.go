@@ -20,6 +20,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/mine-runtime/mine/config"
+	"github.com/mine-runtime/mine/extension"
 	"github.com/mine-runtime/mine/plugin/spec"
 )
 
@@ -48,13 +49,16 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 		oci.WithCapabilities(nil),
 		oci.WithNoNewPrivileges,
 		oci.WithCgroup(spec.CgroupsPath(cfg.GetLinux().GetCgroupParent(), m.ID, rt.Options.SystemdCgroup)),
-		// Not made at its start (extension.RunAtStartAnnotation): kubelet's
-		// cAdvisor takes the pid of the task whose cgroup it sees appear, and
-		// a task being made by runc run has none yet; it would keep none,
-		// and the pod would never have network statistics.
+		// Made and run at Create (extension.RunAtCreateAnnotation), one runc
+		// process, not at Start (RunAtStartAnnotation): kubelet's cAdvisor
+		// takes the pid of the task whose cgroup it sees appear, and a task
+		// created to be made at Start has none yet; it would keep none, and
+		// the pod would never have network statistics. Made at Create, the
+		// task has its pid before containerd shows it, as with runc create.
 		oci.WithAnnotations(map[string]string{
-			spec.AnnotationSandboxID:     m.ID,
-			spec.AnnotationContainerType: "sandbox",
+			spec.AnnotationSandboxID:        m.ID,
+			spec.AnnotationContainerType:    "sandbox",
+			extension.RunAtCreateAnnotation: "true",
 		}),
 	}
 	common = append(common, spec.PodNamespaces(m.Namespaces), withSpecVersion(specVersionFor(ctx, rt)))
