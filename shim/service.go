@@ -75,7 +75,7 @@ func errorInterceptor(ctx context.Context, unmarshal ttrpc.Unmarshaler, _ *ttrpc
 
 // lookup returns a container and one of its processes; the caller holds mu.
 func (s *service) lookup(containerID, execID string) (*container, *process, error) {
-	c, ok := s.containers[containerID]
+	c, ok := s.created(containerID)
 	if !ok {
 		return nil, nil, errdefs.ErrNotFound.WithMessage("container " + containerID + " not found")
 	}
@@ -87,6 +87,20 @@ func (s *service) lookup(containerID, execID string) (*container, *process, erro
 		return nil, nil, errdefs.ErrNotFound.WithMessage("exec " + execID + " not found in container " + containerID)
 	}
 	return c, p, nil
+}
+
+// created returns a container whose Create has returned. One stored while
+// its Create is still under way (createRunning) is not there yet for the
+// task API: kubelet's cAdvisor asks containerd for the pid of a task as
+// soon as its cgroup appears, keeps what it gets, and must get NotFound
+// (it asks again) rather than a pid of 0. The caller holds the service
+// lock.
+func (s *service) created(id string) (*container, bool) {
+	c, ok := s.containers[id]
+	if !ok || s.creating[id] {
+		return nil, false
+	}
+	return c, true
 }
 
 func (s *service) publish(topic string, body any) {

@@ -158,8 +158,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 // createRunning is Create for a container whose init runs from Create on
 // (specFacts.runAtCreate): startInit makes it with runc run, and it is
 // reported CREATED, with its pid, until Start. The container is stored
-// first, so that an exit reaped at once finds it; its event waits, on a
-// start gate, for TaskCreate.
+// first, so that an exit reaped at once finds it (its event waits, on a
+// start gate, for TaskCreate), but the task API sees it only once Create
+// has returned (service.created).
 func (s *service) createRunning(ctx context.Context, c *container, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
 	p := c.init
 	gate := make(chan struct{})

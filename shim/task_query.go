@@ -141,7 +141,7 @@ func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*task
 	resp := &taskAPI.ConnectResponse{ShimPid: shimPid(), Version: version.Version}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c, ok := s.containers[r.ID]; ok {
+	if c, ok := s.created(r.ID); ok {
 		resp.TaskPid = uint32(c.init.pid)
 	}
 	return resp, nil

@@ -7,6 +7,7 @@ import (
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -148,4 +149,33 @@ func TestInitDeleteReleasesUnstartedExecs(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustReturn(t, "after the container's delete", done)
+}
+
+// A container stored while its Create is under way (a pod init made by
+// runc run in Create) is not yet a task: State answers NotFound and
+// Connect no pid, as for a container runc is still creating, never pid 0
+// (kubelet's cAdvisor keeps the first pid it gets). Once Create is over,
+// both give its pid.
+func TestNoTaskWhileCreating(t *testing.T) {
+	s, _, _ := testService(t)
+	addContainer(s, "c", 7100)
+	s.mu.Lock()
+	s.creating["c"] = true
+	s.mu.Unlock()
+	ctx := context.Background()
+	if _, err := s.State(ctx, &taskAPI.StateRequest{ID: "c"}); !errdefs.IsNotFound(err) {
+		t.Fatalf("State while creating: %v, want NotFound", err)
+	}
+	if resp, err := s.Connect(ctx, &taskAPI.ConnectRequest{ID: "c"}); err != nil || resp.TaskPid != 0 {
+		t.Fatalf("Connect while creating: pid %d, %v; want none", resp.GetTaskPid(), err)
+	}
+	s.mu.Lock()
+	delete(s.creating, "c")
+	s.mu.Unlock()
+	if st, err := s.State(ctx, &taskAPI.StateRequest{ID: "c"}); err != nil || st.Pid != 7100 {
+		t.Fatalf("State once created: pid %d, %v; want 7100", st.GetPid(), err)
+	}
+	if resp, err := s.Connect(ctx, &taskAPI.ConnectRequest{ID: "c"}); err != nil || resp.TaskPid != 7100 {
+		t.Fatalf("Connect once created: pid %d, %v; want 7100", resp.GetTaskPid(), err)
+	}
 }
