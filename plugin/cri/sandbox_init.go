@@ -145,11 +145,12 @@ func (s *Service) sandboxImage(ctx context.Context, ref string) (containerd.Imag
 // startStatsInit starts the init of a pod whose containers do not share
 // its PID namespace once its first container has started (trigger), or
 // statsInitDelay after RunPodSandbox if none has by then (kubelet pulls
-// images in between), and then once no pod or container start is under
-// way on the node, or statsInitMaxWait after that: its runc processes
-// and its own never compete with the pod's start, nor with a burst of
-// other pods' starts (kubelet starting a node's pods at once), for whose
-// sake kubelet's statistics of a new pod may come a few seconds later.
+// images in between), and then once the node's pod and container starts
+// have paused (statsInitQuietPeriod), or statsInitMaxWait after that: its
+// runc processes and its own never compete with the pod's start, nor with
+// a burst of other pods' starts (kubelet starting a node's pods), for
+// whose sake kubelet's statistics of a new pod may come a few seconds
+// later.
 // Its lock, taken before the pod's, makes StopPodSandbox wait for a start
 // under way and then stop what it started. A failure costs the pod its
 // network statistics in kubelet's summary, nothing else: it is logged.
@@ -162,10 +163,7 @@ func (s *Service) startStatsInit(ctx context.Context, id string, trigger <-chan 
 			s.initTriggers.drop(id)
 		}
 	}
-	select {
-	case <-s.starts.quiet():
-	case <-time.After(statsInitMaxWait):
-	}
+	s.starts.pause(statsInitQuietPeriod, statsInitMaxWait)
 	unlockInit := s.lock(initLock(id))
 	defer unlockInit()
 	c, m, err := s.loadSandbox(ctx, id)
@@ -226,12 +224,21 @@ const statsInitDelay = 2 * time.Second
 // waits for the node's pod and container starts to pause.
 const statsInitMaxWait = 10 * time.Second
 
+// statsInitQuietPeriod is how long no start must have been under way for
+// the node's starts to count as paused. Not the first instant of quiet:
+// kubelet starts a node's pods one after another as well as at once, and
+// a pod stopped as soon as its container started (a job done at once)
+// would have its init started only to be stopped with it; after the
+// pause, an init whose pod is no longer ready is not started.
+const statsInitQuietPeriod = 200 * time.Millisecond
+
 // startsUnderWay counts the RunPodSandbox and StartContainer calls in
 // progress.
 type startsUnderWay struct {
-	mu   sync.Mutex
-	n    int
-	idle chan struct{} // closed when n falls to 0
+	mu    sync.Mutex
+	n     int
+	begun uint64        // starts begun since the daemon started
+	idle  chan struct{} // closed when n falls to 0
 }
 
 // begin counts a start until the returned func is called.
@@ -241,6 +248,7 @@ func (w *startsUnderWay) begin() (end func()) {
 		w.idle = make(chan struct{})
 	}
 	w.n++
+	w.begun++
 	w.mu.Unlock()
 	var once sync.Once
 	return func() {
@@ -265,6 +273,36 @@ func (w *startsUnderWay) quiet() <-chan struct{} {
 }
 
 var alreadyClosed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// pause returns once no start has been under way for period, or once max
+// has passed.
+func (w *startsUnderWay) pause(period, max time.Duration) {
+	giveUp := time.NewTimer(max)
+	defer giveUp.Stop()
+	for {
+		select {
+		case <-w.quiet():
+		case <-giveUp.C:
+			return
+		}
+		w.mu.Lock()
+		begun := w.begun
+		w.mu.Unlock()
+		wait := time.NewTimer(period)
+		select {
+		case <-wait.C:
+		case <-giveUp.C:
+			wait.Stop()
+			return
+		}
+		w.mu.Lock()
+		paused := w.begun == begun
+		w.mu.Unlock()
+		if paused {
+			return
+		}
+	}
+}
 
 // initTriggers are the pods whose statistics init waits for their first
 // container's start.
