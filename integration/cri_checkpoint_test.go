@@ -147,7 +147,7 @@ func TestCRICheckpoints(t *testing.T) {
 		waitFor(t, "the restored process to count on", 10*time.Second, func() bool {
 			return mustExec(t, c, restored, "cat", "/count") != at
 		})
-		if n, _ := strconv.Atoi(strings.TrimSpace(mustExec(t, c, restored, "cat", "/count"))); n <= 20 {
+		if n := readCount(t, c, restored); n <= 20 {
 			t.Errorf("the restored container counts from %d: its process started afresh, not from its checkpoint", n)
 		}
 		if st := c.status(t, restored); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING || !strings.Contains(st.Image.GetImage(), "busybox") {
@@ -335,7 +335,7 @@ func testPodCheckpoint(t *testing.T, c *cri, podID, id string) {
 	waitFor(t, "the restored pod's container to count on", 10*time.Second, func() bool {
 		return mustExec(t, c, restored, "cat", "/count") != first
 	})
-	if n, _ := strconv.Atoi(strings.TrimSpace(mustExec(t, c, restored, "cat", "/count"))); n <= 20 {
+	if n := readCount(t, c, restored); n <= 20 {
 		t.Errorf("the restored pod's container counts from %d: not from its checkpoint", n)
 	}
 	pods, err := c.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
@@ -347,4 +347,18 @@ func testPodCheckpoint(t *testing.T, c *cri, podID, id string) {
 			t.Errorf("the refused restore made pod %s", p.Id)
 		}
 	}
+}
+
+// readCount reads the counter a counting container writes: the shell's
+// `echo $i > /count` truncates the file before it writes it, so a read in
+// between finds it empty and is made again.
+func readCount(t *testing.T, c *cri, id string) int {
+	t.Helper()
+	var n int
+	waitFor(t, "a count in /count of "+id, 10*time.Second, func() bool {
+		var err error
+		n, err = strconv.Atoi(strings.TrimSpace(mustExec(t, c, id, "cat", "/count")))
+		return err == nil
+	})
+	return n
 }
