@@ -333,6 +333,32 @@ func TestMissingCommandFailsCleanly(t *testing.T) {
 	})
 }
 
+// endsWith checks the end of a task that wrote a line to each of stdout and
+// stderr: its exit code, its deletion with that code, its output, and
+// runc's forgetting it.
+func endsWith(t *testing.T, task containerd.Task, exitC <-chan containerd.ExitStatus, code uint32, stdout, stderr *buffer) {
+	t.Helper()
+	if got := waitExit(t, exitC); got != code {
+		t.Fatalf("exit code %d, want %d", got, code)
+	}
+	if exit, err := task.Delete(testContext(t)); err != nil || exit.ExitCode() != code {
+		t.Fatalf("delete: %v, exit code %d", err, exit.ExitCode())
+	}
+	if stdout.String() != "to-stdout\n" || stderr.String() != "to-stderr\n" {
+		t.Fatalf("stdout %q, stderr %q", stdout.String(), stderr.String())
+	}
+	if runcKnows(task.ID()) {
+		t.Fatal("runc still holds the deleted container")
+	}
+}
+
+// runcKnows tells whether runc has state for a container of the daemon's
+// namespace.
+func runcKnows(id string) bool {
+	_, err := os.Stat(filepath.Join("/run/containerd/runc", namespace, id))
+	return err == nil
+}
+
 // A task whose spec carries extension.RunAtStartAnnotation (every CRI
 // container's, with no NRI plugin) is made by runc only at Start: CREATED
 // with pid 0 and unknown to runc before it, then run in one runc run with
@@ -342,10 +368,6 @@ func TestMissingCommandFailsCleanly(t *testing.T) {
 func TestRunAtStart(t *testing.T) {
 	c := newClient(t)
 	ctx := testContext(t)
-	runcKnows := func(id string) bool {
-		_, err := os.Stat(filepath.Join("/run/containerd/runc", namespace, id))
-		return err == nil
-	}
 	runAtStart := oci.WithAnnotations(map[string]string{extension.RunAtStartAnnotation: "true"})
 
 	id := containerID(t, "run")
@@ -373,18 +395,7 @@ func TestRunAtStart(t *testing.T) {
 	if task.Pid() == 0 {
 		t.Fatal("no pid after Start")
 	}
-	if code := waitExit(t, exitC); code != 3 {
-		t.Fatalf("exit code %d, want 3", code)
-	}
-	if exit, err := task.Delete(ctx); err != nil || exit.ExitCode() != 3 {
-		t.Fatalf("delete: %v, exit code %d", err, exit.ExitCode())
-	}
-	if stdout.String() != "to-stdout\n" || stderr.String() != "to-stderr\n" {
-		t.Fatalf("stdout %q, stderr %q", stdout.String(), stderr.String())
-	}
-	if runcKnows(id) {
-		t.Fatal("runc still holds the deleted container")
-	}
+	endsWith(t, task, exitC, 3, &stdout, &stderr)
 
 	unstarted := newContainer(t, c, containerID(t, "unstarted"), runAtStart, oci.WithProcessArgs("sleep", "600"))
 	task, err = unstarted.NewTask(ctx, cio.NullIO)
@@ -415,10 +426,6 @@ func TestRunAtStart(t *testing.T) {
 func TestRunAtCreate(t *testing.T) {
 	c := newClient(t)
 	ctx := testContext(t)
-	runcKnows := func(id string) bool {
-		_, err := os.Stat(filepath.Join("/run/containerd/runc", namespace, id))
-		return err == nil
-	}
 	alive := func(pid uint32) bool { return unix.Kill(int(pid), 0) == nil }
 	runAtCreate := oci.WithAnnotations(map[string]string{extension.RunAtCreateAnnotation: "true"})
 
@@ -451,18 +458,7 @@ func TestRunAtCreate(t *testing.T) {
 	if err := task.Kill(ctx, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	if code := waitExit(t, exitC); code != 137 {
-		t.Fatalf("exit code %d, want 137", code)
-	}
-	if exit, err := task.Delete(ctx); err != nil || exit.ExitCode() != 137 {
-		t.Fatalf("delete: %v, exit code %d", err, exit.ExitCode())
-	}
-	if stdout.String() != "to-stdout\n" || stderr.String() != "to-stderr\n" {
-		t.Fatalf("stdout %q, stderr %q", stdout.String(), stderr.String())
-	}
-	if runcKnows(id) {
-		t.Fatal("runc still holds the deleted container")
-	}
+	endsWith(t, task, exitC, 137, &stdout, &stderr)
 
 	early := newContainer(t, c, containerID(t, "early"), runAtCreate, oci.WithProcessArgs("sh", "-c", "exit 3"))
 	task, err = early.NewTask(ctx, cio.NullIO)

@@ -332,15 +332,6 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	s.mu.Unlock()
 	defer close(gate)
 
-	if p.isInit() && c.startedAtCreate {
-		s.mu.Lock()
-		if p.status == task.Status_CREATED {
-			p.status = task.Status_RUNNING
-		}
-		s.mu.Unlock()
-		s.publish(runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: c.id, Pid: uint32(p.pid)})
-		return &taskAPI.StartResponse{Pid: uint32(p.pid)}, nil
-	}
 	if p.isInit() && c.madeAtStart {
 		pid, err := s.startInit(ctx, c)
 		if err != nil {
@@ -350,12 +341,15 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		return &taskAPI.StartResponse{Pid: uint32(pid)}, nil
 	}
 	if p.isInit() {
-		err := failpoint.Inject(ctx, failpoint.RuncStart)
-		if err == nil {
-			err = c.runc.Start(ctx, c.id)
-		}
-		if err != nil {
-			return nil, runcError(c.bundle, fmt.Errorf("runc start %s: %w", c.id, err))
+		// One made and run at Create is only reported started.
+		if !c.startedAtCreate {
+			err := failpoint.Inject(ctx, failpoint.RuncStart)
+			if err == nil {
+				err = c.runc.Start(ctx, c.id)
+			}
+			if err != nil {
+				return nil, runcError(c.bundle, fmt.Errorf("runc start %s: %w", c.id, err))
+			}
 		}
 		s.mu.Lock()
 		if p.status == task.Status_CREATED {
