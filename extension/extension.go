@@ -83,7 +83,8 @@ const RunAtStartAnnotation = "io.containerd.mine.v2.run-at-start"
 // take two, and the task has its pid when Create returns, as after runc
 // create. The task is CREATED until Start although its init runs, so it
 // suits a process whose running early harms nothing: the plugin sets it on
-// pod inits.
+// pod inits. An init that exits before Start has its TaskExit without a
+// TaskStart, and Start fails with FailedPrecondition.
 const RunAtCreateAnnotation = "io.containerd.mine.v2.run-at-create"
 
 // StdinScheme is the scheme of a kept-open stdin FIFO.

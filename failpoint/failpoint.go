@@ -31,7 +31,7 @@ const (
 	ShimStart       = "shim-start"       // shim: the start bootstrap
 	Mount           = "mount"            // shim: mounting a container's root file system
 	Unmount         = "unmount"          // shim: unmounting it
-	RuncCreate      = "runc-create"      // shim: after runc made the container (runc create, or runc run at Start)
+	RuncCreate      = "runc-create"      // shim: after runc made the container (runc create, or runc run at Start or, for a pod init, at Create)
 	RuncStart       = "runc-start"       // shim: before runc starts it (runc start, or runc run)
 	RuncKill        = "runc-kill"        // shim: signalling a container's init (by pid, or runc kill)
 	RuncDelete      = "runc-delete"      // shim

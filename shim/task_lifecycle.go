@@ -181,10 +181,19 @@ func (s *service) createRunning(ctx context.Context, c *container, r *taskAPI.Cr
 		p.io.Close()
 		return nil, err
 	}
+	// A task by the time its TaskCreate is out: a client that answers the
+	// event with State finds it.
+	s.mu.Lock()
+	delete(s.creating, r.ID)
+	s.mu.Unlock()
 	s.publish(runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
 		IO: &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}, Pid: uint32(pid)})
+	// From here an exit waits for Start's own gate if a Start is under way;
+	// an init that exits before any Start has its TaskExit with no
+	// TaskStart, as a created task killed before its start does, and Start
+	// then fails (FailedPrecondition).
 	s.mu.Lock()
-	p.startGate = nil // Start's own gate holds the exit behind TaskStart
+	p.startGate = nil
 	s.mu.Unlock()
 	close(gate)
 	return &taskAPI.CreateTaskResponse{Pid: uint32(pid)}, nil

@@ -404,7 +404,8 @@ func TestCrash(t *testing.T) {
 }
 
 // A shim that dies at a step of RunPodSandbox's init (the shim's own
-// start, runc create, runc start): the call fails, nothing is left once
+// start; after and before the runc run that makes and starts the init in
+// its Create): the call fails, nothing is left once
 // containerd has cleaned up after the dead shim, and the retry succeeds.
 func TestShimCrash(t *testing.T) {
 	c := newCRI(t)

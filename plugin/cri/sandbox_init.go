@@ -285,9 +285,13 @@ func (w *startsUnderWay) pause(period, max time.Duration) {
 		case <-giveUp.C:
 			return
 		}
+		// A start may have begun since quiet fired: it is waited for too.
 		w.mu.Lock()
-		begun := w.begun
+		begun, underWay := w.begun, w.n > 0
 		w.mu.Unlock()
+		if underWay {
+			continue
+		}
 		wait := time.NewTimer(period)
 		select {
 		case <-wait.C:
@@ -296,7 +300,7 @@ func (w *startsUnderWay) pause(period, max time.Duration) {
 			return
 		}
 		w.mu.Lock()
-		paused := w.begun == begun
+		paused := w.n == 0 && w.begun == begun
 		w.mu.Unlock()
 		if paused {
 			return

@@ -521,7 +521,7 @@ func busyTime() time.Duration {
 	fields := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
 	var ticks int64
 	for i, f := range fields[1:] {
-		if i == 3 || i == 4 || i >= 8 { // idle, iowait, guest (counted in user)
+		if i == 3 || i == 4 || i >= 7 { // idle, iowait; steal is the host's; guest is counted in user
 			continue
 		}
 		n, _ := strconv.ParseInt(f, 10, 64)
