@@ -3,7 +3,6 @@ package integration
 import (
 	"encoding/base64"
 	"fmt"
-	containerd "github.com/containerd/containerd/v2/client"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	containerd "github.com/containerd/containerd/v2/client"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/mine-runtime/mine/integration/testbed"
 	"google.golang.org/grpc/codes"
@@ -831,11 +831,7 @@ func TestCRIRestartStartsStatsInit(t *testing.T) {
 	if err := daemon.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	client, err := daemon.Client("k8s.io")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	client := criClient(t)
 	waitFor(t, "the pod's init running after the restart", 30*time.Second, func() bool {
 		container, err := client.LoadContainer(ctx, podID)
 		if err != nil {

@@ -234,8 +234,8 @@ func cleanup(ctx context.Context, f flags) (*taskAPI.DeleteResponse, error) {
 	// later. After a Create it is gone already.
 	if data, err := os.ReadFile(filepath.Join(bundle, socketFile)); err == nil {
 		unclaim(string(data), f.id)
+		removeStaleSocket(ctx, string(data))
 	}
-	removeStaleSocket(ctx, bundle)
 	if rec, err := readExitRecord(bundle); err == nil {
 		return &taskAPI.DeleteResponse{Pid: uint32(rec.Pid), ExitStatus: uint32(rec.Status), ExitedAt: timestamppb.New(rec.ExitedAt)}, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -245,14 +245,9 @@ func cleanup(ctx context.Context, f flags) (*taskAPI.DeleteResponse, error) {
 	return &taskAPI.DeleteResponse{Pid: uint32(pid), ExitStatus: 128 + uint32(unix.SIGKILL), ExitedAt: timestamppb.New(now)}, nil
 }
 
-// removeStaleSocket removes the group's socket if no shim answers on it
-// any more: a killed shim cannot remove it itself.
-func removeStaleSocket(ctx context.Context, bundle string) {
-	data, err := os.ReadFile(filepath.Join(bundle, socketFile))
-	if err != nil {
-		return
-	}
-	path := string(data)
+// removeStaleSocket removes the group's socket at path if no shim answers
+// on it any more: a killed shim cannot remove it itself.
+func removeStaleSocket(ctx context.Context, path string) {
 	var st unix.Stat_t
 	if unix.Stat(path, &st) != nil {
 		return // gone already; its lock and claims went with it

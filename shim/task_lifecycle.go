@@ -112,8 +112,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		s.mu.Lock()
 		s.containers[r.ID] = c
 		s.mu.Unlock()
-		s.publish(runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
-			IO: &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}, Checkpoint: c.restoreFrom})
+		s.publishCreate(r, 0)
 		return &taskAPI.CreateTaskResponse{}, nil
 	}
 
@@ -139,6 +138,13 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, err
 	}
 
+	s.publishCreate(r, pid)
+	return &taskAPI.CreateTaskResponse{Pid: uint32(pid)}, nil
+}
+
+// publishCreate publishes a created task's TaskCreate: pid is 0 for one
+// made at Start.
+func (s *service) publishCreate(r *taskAPI.CreateTaskRequest, pid int) {
 	s.publish(runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
 		ContainerID: r.ID,
 		Bundle:      r.Bundle,
@@ -152,7 +158,6 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		Checkpoint: r.Checkpoint,
 		Pid:        uint32(pid),
 	})
-	return &taskAPI.CreateTaskResponse{Pid: uint32(pid)}, nil
 }
 
 // createRunning is Create for a container whose init runs from Create on
@@ -175,8 +180,6 @@ func (s *service) createRunning(ctx context.Context, c *container, r *taskAPI.Cr
 		delete(s.containers, r.ID)
 		p.abandonLocked()
 		s.mu.Unlock()
-	}
-	if err != nil {
 		close(gate)
 		p.io.Close()
 		return nil, err
@@ -186,8 +189,7 @@ func (s *service) createRunning(ctx context.Context, c *container, r *taskAPI.Cr
 	s.mu.Lock()
 	delete(s.creating, r.ID)
 	s.mu.Unlock()
-	s.publish(runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
-		IO: &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}, Pid: uint32(pid)})
+	s.publishCreate(r, pid)
 	// From here an exit waits for Start's own gate if a Start is under way;
 	// an init that exits before any Start has its TaskExit with no
 	// TaskStart, as a created task killed before its start does, and Start
@@ -221,14 +223,7 @@ func (s *service) startInit(ctx context.Context, c *container) (int, error) {
 		})
 	} else if err = failpoint.Inject(ctx, failpoint.RuncStart); err == nil {
 		// Not cut short by the caller going away, as runc create is not.
-		_, err = c.runc.Run(context.WithoutCancel(ctx), c.id, c.bundle, &runc.CreateOpts{
-			PidFile:       pidFile,
-			IO:            c.init.io.runcIO(),
-			ConsoleSocket: c.init.io.consoleSocket(),
-			Detach:        true,
-			NoPivot:       c.opts.NoPivotRoot,
-			NoNewKeyring:  c.opts.NoNewKeyring,
-		})
+		_, err = c.runc.Run(context.WithoutCancel(ctx), c.id, c.bundle, c.initOpts(pidFile, true))
 		// go-runc's Run, unlike its Create, keeps the container's ends of
 		// the stdio pipes open in the shim: the container's exit would
 		// never reach the log copier as end of file.
@@ -278,19 +273,26 @@ func (s *service) startInit(ctx context.Context, c *container) (int, error) {
 	return pid, nil
 }
 
+// initOpts are runc's options for making the container's init, by runc
+// create or (detach) runc run.
+func (c *container) initOpts(pidFile string, detach bool) *runc.CreateOpts {
+	return &runc.CreateOpts{
+		PidFile:       pidFile,
+		IO:            c.init.io.runcIO(),
+		ConsoleSocket: c.init.io.consoleSocket(),
+		Detach:        detach,
+		NoPivot:       c.opts.NoPivotRoot,
+		NoNewKeyring:  c.opts.NoNewKeyring,
+	}
+}
+
 // runcCreate runs `runc create` and connects the new init's stdio.
 func (s *service) runcCreate(ctx context.Context, c *container) (int, error) {
 	pidFile := filepath.Join(c.bundle, initPidFile)
 	// Not cut short by the caller going away (containerd dying, say):
 	// runc killed half way leaves a cgroup and a runc init no delete
 	// finds. Whole, the container is deleted as any other.
-	err := c.runc.Create(context.WithoutCancel(ctx), c.id, c.bundle, &runc.CreateOpts{
-		PidFile:       pidFile,
-		IO:            c.init.io.runcIO(),
-		ConsoleSocket: c.init.io.consoleSocket(),
-		NoPivot:       c.opts.NoPivotRoot,
-		NoNewKeyring:  c.opts.NoNewKeyring,
-	})
+	err := c.runc.Create(context.WithoutCancel(ctx), c.id, c.bundle, c.initOpts(pidFile, false))
 	if err == nil {
 		// After runc made the container: it must be deleted.
 		err = failpoint.Inject(ctx, failpoint.RuncCreate)

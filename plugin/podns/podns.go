@@ -109,18 +109,7 @@ func Pin(dir string, req Request) (Paths, error) {
 		}
 		return paths, nil
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		restored, err := pinOnThisThread(flags, paths, req.Hostname)
-		if restored {
-			runtime.UnlockOSThread()
-		}
-		// Otherwise the thread stays locked and Go discards it with the
-		// goroutine: nothing else ever runs in the pod's namespaces.
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
+	if err := onLockedThread(func() (bool, error) { return pinOnThisThread(flags, paths, req.Hostname) }); err != nil {
 		Remove(paths)
 		return Paths{}, err
 	}
@@ -234,26 +223,34 @@ func pinInUserNamespace(paths Paths, flags int, ids IDMap, hostname string) erro
 // and back. A thread that cannot go back is never unlocked: Go discards
 // it with its goroutine.
 func In(path, kind string, nstype int, fn func() error) error {
+	return onLockedThread(func() (restored bool, err error) {
+		orig, err := unix.Open("/proc/thread-self/ns/"+kind, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return true, err
+		}
+		defer unix.Close(orig)
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return true, err
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, nstype); err != nil {
+			return true, fmt.Errorf("enter the pod's %s namespace: %w", kind, err)
+		}
+		defer func() { restored = unix.Setns(orig, nstype) == nil }()
+		return false, fn()
+	})
+}
+
+// onLockedThread runs fn on a goroutine locked to its OS thread. A thread
+// fn could not bring back to the namespaces it started in (restored false)
+// stays locked, and Go discards it with the goroutine: nothing else ever
+// runs in the pod's namespaces.
+func onLockedThread(fn func() (restored bool, err error)) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		restored, err := func() (restored bool, err error) {
-			orig, err := unix.Open("/proc/thread-self/ns/"+kind, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return true, err
-			}
-			defer unix.Close(orig)
-			fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return true, err
-			}
-			defer unix.Close(fd)
-			if err := unix.Setns(fd, nstype); err != nil {
-				return true, fmt.Errorf("enter the pod's %s namespace: %w", kind, err)
-			}
-			defer func() { restored = unix.Setns(orig, nstype) == nil }()
-			return false, fn()
-		}()
+		restored, err := fn()
 		if restored {
 			runtime.UnlockOSThread()
 		}
