@@ -148,6 +148,14 @@ func TestCRIPodSharesOnePIDNamespace(t *testing.T) {
 	if !strings.Contains(out, "sleep 601") || !strings.Contains(out, "1 /pod-init") {
 		t.Fatalf("processes seen from container a:\n%s", out)
 	}
+	// The init reaps an orphan: the exec's shell leaves a sleep behind,
+	// which lands on PID 1 when the shell exits; unreaped, it would stay
+	// in /proc as a zombie.
+	orphan := strings.TrimSpace(mustExec(t, c, aID, "sh", "-c", "sleep 1 >/dev/null 2>&1 & echo $!"))
+	waitFor(t, "the pod init to reap orphan "+orphan, 10*time.Second, func() bool {
+		resp, err := c.execSync(t, aID, 10, "test", "-e", "/proc/"+orphan)
+		return err == nil && resp.ExitCode != 0
+	})
 
 	// Without its init the pod is not ready, and no container joins a PID
 	// namespace that is gone.
