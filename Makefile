@@ -36,7 +36,7 @@ bin/containerd-shim-mine-v2: FORCE
 
 # Every pod runs one pod init: on amd64 its entry point is start, a few
 # system calls that never start Go's runtime (cmd/mine-pod-init).
-POD_INIT_ENTRY := $(if $(filter amd64,$(shell $(GO) env GOARCH)),-E main.start)
+POD_INIT_ENTRY = $(if $(filter amd64,$(shell $(GO) env GOARCH)),-E main.start)
 bin/mine-pod-init bin/failpoints/mine-pod-init: FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(POD_INIT_ENTRY)" -o $@ ./cmd/mine-pod-init
 
