@@ -19,6 +19,16 @@ export GOFLAGS=-buildvcs=false
 
 log() { echo "install-deps: $*" >&2; }
 
+# has_version BINARY PATTERN: whether BINARY --version prints PATTERN. The
+# output is read whole first: piped into grep -q, a tool still writing when
+# grep has matched dies of SIGPIPE, pipefail fails the test, and the tool
+# is built again for nothing.
+has_version() {
+	local out
+	out=$("$1" --version 2>/dev/null) || return 1
+	grep -q -- "$2" <<<"$out"
+}
+
 need_apt=()
 dpkg -s libseccomp-dev >/dev/null 2>&1 || need_apt+=(libseccomp-dev)
 dpkg -s pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
@@ -41,7 +51,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if ! "$GOBIN/runc" --version 2>/dev/null | grep -q "runc version ${RUNC_VERSION#v}"; then
+if ! has_version "$GOBIN/runc" "runc version ${RUNC_VERSION#v}"; then
 	log "building runc $RUNC_VERSION"
 	go install -tags seccomp "github.com/opencontainers/runc@$RUNC_VERSION"
 fi
@@ -56,7 +66,7 @@ fi
 
 # Stock containerd binaries: ctr for the CLI tests and demo, the runc shim as
 # the baseline our shim is measured against.
-if ! "$GOBIN/ctr" --version 2>/dev/null | grep -q "${CONTAINERD_VERSION}"; then
+if ! has_version "$GOBIN/ctr" "${CONTAINERD_VERSION}"; then
 	log "building ctr $CONTAINERD_VERSION"
 	go install -ldflags "-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
 		"github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION"
@@ -65,7 +75,7 @@ if [ ! -x "$GOBIN/containerd-shim-runc-v2" ]; then
 	log "building containerd-shim-runc-v2 $CONTAINERD_VERSION"
 	go install "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
 fi
-if ! "$GOBIN/crictl" --version 2>/dev/null | grep -q "${CRI_TOOLS_VERSION}"; then
+if ! has_version "$GOBIN/crictl" "${CRI_TOOLS_VERSION}"; then
 	log "building crictl $CRI_TOOLS_VERSION"
 	go install -ldflags "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRI_TOOLS_VERSION" \
 		"sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION"
@@ -73,7 +83,7 @@ fi
 # CRIU from the source Debian unstable ships, checked against the
 # checksum its Sources index gives, into $PREFIX/sbin (ahead of /usr/sbin
 # on root's PATH).
-if ! "$PREFIX/sbin/criu" --version 2>/dev/null | grep -q "Version: ${CRIU_VERSION}\$"; then
+if ! has_version "$PREFIX/sbin/criu" "Version: ${CRIU_VERSION}\$"; then
 	log "building CRIU $CRIU_VERSION"
 	src=$(mktemp -d)
 	curl -fsSL -o "$src/criu.tar.xz" "https://deb.debian.org/debian/pool/main/c/criu/criu_${CRIU_VERSION}.orig.tar.xz"
