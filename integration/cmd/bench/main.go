@@ -369,7 +369,7 @@ func measureRound(ctx context.Context, d *testbed.Daemon, o options, out samples
 			retErr = err
 		}
 	}()
-	cycle := func(mode runtimeapi.NamespaceMode, measured int, record func(time.Duration, podTimes)) error {
+	cycle := func(mode runtimeapi.NamespaceMode, measured int, record func(took, cpu time.Duration, t podTimes)) error {
 		for i := range measured + 1 {
 			t0, cpu0 := time.Now(), busyTime()
 			id, t, err := c.startPod(ctx, mode)
@@ -386,24 +386,22 @@ func measureRound(ctx context.Context, d *testbed.Daemon, o options, out samples
 			}
 			leftover = leftover[:len(leftover)-1]
 			if i > 0 { // the first warms caches up
-				record(took, t)
-				if mode == runtimeapi.NamespaceMode_CONTAINER {
-					out.ms("start.cpu", cpu)
-				}
+				record(took, cpu, t)
 				out.ms("stop", time.Since(t0))
 			}
 		}
 		return nil
 	}
-	if err := cycle(runtimeapi.NamespaceMode_CONTAINER, o.starts, func(d time.Duration, t podTimes) {
+	if err := cycle(runtimeapi.NamespaceMode_CONTAINER, o.starts, func(d, cpu time.Duration, t podTimes) {
 		out.ms("start", d)
+		out.ms("start.cpu", cpu)
 		out.ms("start.runp", t.runp)
 		out.ms("start.create", t.create)
 		out.ms("start.start", t.start)
 	}); err != nil {
 		return err
 	}
-	if err := cycle(runtimeapi.NamespaceMode_POD, o.starts, func(d time.Duration, _ podTimes) {
+	if err := cycle(runtimeapi.NamespaceMode_POD, o.starts, func(d, _ time.Duration, _ podTimes) {
 		out.ms("start.sharedpid", d)
 	}); err != nil {
 		return err
@@ -412,7 +410,7 @@ func measureRound(ctx context.Context, d *testbed.Daemon, o options, out samples
 	if err != nil {
 		return err
 	}
-	err = cycle(runtimeapi.NamespaceMode_CONTAINER, o.loaded, func(d time.Duration, _ podTimes) {
+	err = cycle(runtimeapi.NamespaceMode_CONTAINER, o.loaded, func(d, _ time.Duration, _ podTimes) {
 		out.ms("start.loaded", d)
 	})
 	stopHogs()
