@@ -538,7 +538,9 @@ func busyTime() time.Duration {
 }
 
 // settle waits until every shim and container of the daemon has reached
-// its idle state: a few seconds without CPU time spent.
+// its idle state: a second without CPU time spent by the daemon, its
+// shims, or the processes they ran and reaped (a pod's statistics init,
+// started once the starts pause, is runc runs of a shim's).
 func settle(ctx context.Context, d *testbed.Daemon) error {
 	ticks := func() int {
 		total := 0
@@ -548,9 +550,12 @@ func settle(ctx context.Context, d *testbed.Daemon) error {
 				continue
 			}
 			f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-			u, _ := strconv.Atoi(f[11])
-			s, _ := strconv.Atoi(f[12])
-			total += u + s
+			// utime, stime, and the reaped children's: the shims' runc
+			// runs and the daemon's CNI plugins are short-lived processes.
+			for _, v := range f[11:15] {
+				n, _ := strconv.Atoi(v)
+				total += n
+			}
 		}
 		return total
 	}
