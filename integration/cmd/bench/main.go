@@ -76,6 +76,19 @@ func run(binDir, stockDir, kubelet string, o options) (retErr error) {
 			retErr = err
 		}
 	}()
+	// The test bed starts ours at the debug log level, for the tests'
+	// logs; stock runs at containerd's default, info, as nodes do. At
+	// debug, ours wrote a log line per shim and task event and ran every
+	// shim with -debug: both run at info here.
+	if err := bed.Daemon.WriteConfig("info", ""); err != nil {
+		return err
+	}
+	if err := bed.Daemon.Stop(); err != nil {
+		return err
+	}
+	if err := bed.Daemon.Start(ctx); err != nil {
+		return err
+	}
 	if err := shimMemory(ctx, bed); err != nil {
 		return err
 	}
