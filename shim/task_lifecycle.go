@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/mine-runtime/mine/cgroup"
 	"github.com/mine-runtime/mine/failpoint"
 )
 
@@ -246,7 +247,7 @@ func (s *service) startInit(ctx context.Context, c *container) (int, error) {
 	}
 	var cg any
 	if err == nil {
-		if cg, err = loadCgroup(pid); err != nil {
+		if cg, err = cgroup.Load(pid); err != nil {
 			log.G(ctx).WithError(err).WithField("id", c.id).Warn("load cgroup")
 			cg, err = nil, nil
 		}

@@ -1,4 +1,4 @@
-package shim
+package cgroup
 
 import (
 	"os"
@@ -7,12 +7,12 @@ import (
 	"github.com/containerd/cgroups/v3/cgroup1"
 )
 
-// pidPath finds the same cgroup in every hierarchy as cgroup1.PidPath.
+// PidPath finds the same cgroup in every hierarchy as cgroup1.PidPath.
 func TestPidPathAsCgroup1(t *testing.T) {
-	if unified() {
-		t.Skip("cgroup v2 host: the shim loads no v1 cgroup")
+	if Unified() {
+		t.Skip("cgroup v2 host: no v1 cgroup is loaded")
 	}
-	ours, theirs := pidPath(os.Getpid()), cgroup1.PidPath(os.Getpid())
+	ours, theirs := PidPath(os.Getpid()), cgroup1.PidPath(os.Getpid())
 	subsystems, err := cgroup1.Default()
 	if err != nil || len(subsystems) == 0 {
 		t.Fatalf("cgroup v1 hierarchies: %d, %v", len(subsystems), err)
@@ -24,7 +24,7 @@ func TestPidPathAsCgroup1(t *testing.T) {
 			t.Errorf("%s: %q, %v; cgroup1.PidPath: %q, %v", s.Name(), got, gotErr, want, wantErr)
 		}
 	}
-	if _, err := pidPath(1 << 30)(cgroup1.Memory); err == nil {
+	if _, err := PidPath(1 << 30)(cgroup1.Memory); err == nil {
 		t.Error("no error for a pid that does not exist")
 	}
 }
