@@ -36,4 +36,5 @@ const (
 	RuncKill        = "runc-kill"        // shim: signalling a container's init (by pid, or runc kill)
 	RuncDelete      = "runc-delete"      // shim
 	LogOpen         = "log-open"         // shim: opening a container's log file
+	ShimStats       = "shim-stats"       // shim: serving a task's Stats
 )

@@ -82,7 +82,7 @@ func TestMetrics(t *testing.T) {
 		}
 		return 0, false
 	}
-	// The shims' figures come with the collector's next pass.
+	// The shims' figures are read from the shims when scraped.
 	waitFor(t, "the shim's figures in the metrics", 15*time.Second, func() bool {
 		scrape()
 		v, _ := value("container_runtime_mine_container_log_lines_split_total", nil)

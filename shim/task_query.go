@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/mine-runtime/mine/extension"
+	"github.com/mine-runtime/mine/failpoint"
 )
 
 type emptyResponse = emptypb.Empty
@@ -101,6 +102,9 @@ func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 }
 
 func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
+	if err := failpoint.Inject(ctx, failpoint.ShimStats); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	c, _, err := s.lookup(r.ID, "")
 	s.mu.Unlock()

@@ -2,6 +2,7 @@ package failpoints
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"strings"
@@ -484,4 +485,71 @@ func TestCrashWithRunningContainers(t *testing.T) {
 	}
 	removePod(t, c, podID)
 	settled(t, c, "", before, "after the pod's removal")
+}
+
+// The statistics collector reads containers' cgroups in the daemon: with
+// every shim's Stats failing, the collector's passes still give a running
+// container's CPU and memory, and no shim has served a Stats call. The
+// shim's Stats, asked through containerd, does fail: the failpoint acts.
+func TestCollectorLeavesShimsIdle(t *testing.T) {
+	c := newCRI(t)
+	pull(t, c)
+	pod := podConfig(t, "idle-shim")
+	podID := runPod(t, c, pod)
+	defer removePod(t, c, podID)
+	id := startContainer(t, c, podID, pod, containerConfig("main", "exec sleep 600"))
+	arm(t, fp.ShimStats+" error 1000")
+	armedAt := time.Now()
+	var stats *runtimeapi.ContainerStats
+	// A reading after arming: a pass of the collector (every 10 s), or a
+	// read of a container no pass has reached yet, the same way.
+	waitFor(t, "a reading after arming", 30*time.Second, func() bool {
+		resp, err := c.ListContainerStats(testContext(t), &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{Id: id}})
+		if err != nil || len(resp.Stats) != 1 {
+			return false
+		}
+		stats = resp.Stats[0]
+		return stats.GetCpu().GetTimestamp() > armedAt.UnixNano()
+	})
+	if stats.GetCpu().GetUsageCoreNanoSeconds() == nil || stats.GetMemory().GetWorkingSetBytes().GetValue() == 0 {
+		t.Fatalf("stats of a running container without CPU or memory: %v", stats)
+	}
+	if n := fired(t); n != 0 {
+		t.Fatalf("the shim served %d Stats calls during the collector's pass", n)
+	}
+
+	client, err := bed.Daemon.Client("k8s.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctr, err := client.LoadContainer(testContext(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ctr.Task(testContext(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// containerd's tasks service logs a shim's Stats error and answers
+	// with no metrics.
+	if _, err := task.Metrics(testContext(t)); err == nil {
+		t.Fatalf("the shim's Stats answered with %s armed", fp.ShimStats)
+	}
+	if n := fired(t); n != 1 {
+		t.Fatalf("%s fired %d times for one Stats call", fp.ShimStats, n)
+	}
+}
+
+// fired counts how many times the armed failpoints have acted.
+func fired(t *testing.T) int {
+	t.Helper()
+	data, err := os.ReadFile(armed + ".fired")
+	if errors.Is(err, os.ErrNotExist) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(data), "\n")
 }

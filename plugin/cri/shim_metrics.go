@@ -1,6 +1,7 @@
 package cri
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -94,7 +95,7 @@ func (f *shimFigures) totals(fresh time.Time) (counters extension.ShimStats, shi
 
 var (
 	shimsDesc = prometheus.NewDesc("container_runtime_mine_shims",
-		"Shims that answered a Stats call in the last two collector periods (one per pod with a running container).", nil, nil)
+		"Shims that answered when these figures were read (one per pod with a container or init running).", nil, nil)
 	shimRSSDesc = prometheus.NewDesc("container_runtime_mine_shims_resident_memory_bytes",
 		"Resident memory of those shims, together.", nil, nil)
 	logLinesDesc = prometheus.NewDesc("container_runtime_mine_container_log_lines_total",
@@ -105,8 +106,11 @@ var (
 		"Log entries whose write failed (a full disk, say), and so are not in the log.", nil, nil)
 )
 
-// shimCollector reports the shims' figures, as of the collector's last
-// pass (they come with the containers' statistics).
+// shimCollector reports the shims' figures, read from every pod's shim
+// when they are scraped. The statistics collector reads containers'
+// cgroups in the daemon and leaves the shims idle; so the shims are asked
+// only when somebody wants their figures, and a removed pod's counters
+// are those of the last reading.
 type shimCollector struct{ s *Service }
 
 func (c shimCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -116,14 +120,52 @@ func (c shimCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c shimCollector) Collect(ch chan<- prometheus.Metric) {
-	period := c.s.stats.period
-	if period <= 0 {
-		period = 10 * time.Second // read on demand: what was read lately
-	}
-	counters, shims, rss := c.s.shims.totals(time.Now().Add(-2 * period))
+	fresh := time.Now()
+	c.s.readShims()
+	counters, shims, rss := c.s.shims.totals(fresh)
 	ch <- prometheus.MustNewConstMetric(shimsDesc, prometheus.GaugeValue, float64(shims))
 	ch <- prometheus.MustNewConstMetric(shimRSSDesc, prometheus.GaugeValue, float64(rss))
 	ch <- prometheus.MustNewConstMetric(logLinesDesc, prometheus.CounterValue, float64(counters.LogLines))
 	ch <- prometheus.MustNewConstMetric(logSplitDesc, prometheus.CounterValue, float64(counters.LogLinesSplit))
 	ch <- prometheus.MustNewConstMetric(logDroppedDesc, prometheus.CounterValue, float64(counters.LogEntriesDropped))
+}
+
+// readShims asks every pod's shim for its figures, through the task of a
+// running container of the pod, or else of its init: every task of a pod
+// is served by the pod's one shim.
+func (s *Service) readShims() {
+	ctx, cancel := context.WithTimeout(s.nsContext(context.Background()), 10*time.Second)
+	defer cancel()
+	byPod := s.records.containersBySandbox()
+	for _, sb := range s.records.allSandboxes() {
+		ids := []string{}
+		for _, m := range byPod[sb.ID] {
+			if m.StartedAt != 0 && m.FinishedAt == 0 {
+				ids = append(ids, m.ID)
+			}
+		}
+		for _, id := range append(ids, sb.ID) {
+			if st, ok := s.shimFiguresVia(ctx, id); ok {
+				s.shims.observe(sb.ID, st, time.Now())
+				break
+			}
+		}
+	}
+}
+
+// shimFiguresVia reads a shim's figures through one of its tasks.
+func (s *Service) shimFiguresVia(ctx context.Context, containerID string) (extension.ShimStats, bool) {
+	c, err := s.client.LoadContainer(ctx, containerID)
+	if err != nil {
+		return extension.ShimStats{}, false
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		return extension.ShimStats{}, false
+	}
+	metrics, err := task.Metrics(ctx)
+	if err != nil {
+		return extension.ShimStats{}, false
+	}
+	return extension.ShimStatsFrom(metrics.Data.GetValue())
 }

@@ -118,20 +118,12 @@ func (s *Service) containerStats(ctx context.Context, c containerd.Container, m 
 			}
 		}
 	}
-	task, err := c.Task(ctx, nil)
-	if err != nil {
-		return st, nil, 0, nil
-	}
-	metrics, err := task.Metrics(ctx)
-	if err != nil {
-		return st, nil, 0, nil // exited meanwhile
-	}
-	data, err := typeurl.UnmarshalAny(metrics.Data)
+	data, pid, err := s.cgroupMetrics(ctx, c, m, now)
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	if own, ok := extension.ShimStatsFrom(metrics.Data.GetValue()); ok {
-		s.shims.observe(m.SandboxID, own, now)
+	if data == nil {
+		return st, nil, 0, nil // not running
 	}
 	u, err := metricsUsage(data)
 	if err != nil {
@@ -154,7 +146,40 @@ func (s *Service) containerStats(ctx context.Context, c containerd.Container, m 
 	if u.limit > 0 && u.limit < 1<<62 {
 		st.Memory.AvailableBytes = &runtimeapi.UInt64Value{Value: u.limit - min(u.limit, u.workingSet)}
 	}
-	return st, &u, task.Pid(), nil
+	return st, &u, pid, nil
+}
+
+// cgroupMetrics reads a running container's cgroup metrics and returns
+// its init's pid; nil metrics for a container not running. A container
+// started by this plugin is read in the daemon, from its cgroup, leaving
+// its shim idle; one whose start predates the records of its init is
+// read through its task, the shim's Stats.
+func (s *Service) cgroupMetrics(ctx context.Context, c containerd.Container, m *containerMeta, now time.Time) (any, uint32, error) {
+	if m.StartedAt == 0 || m.FinishedAt != 0 {
+		return nil, 0, nil
+	}
+	if p := m.Process; p != nil {
+		if data, err := s.stats.cgroupMetrics(m.ID, *p); err == nil {
+			return data, uint32(p.Pid), nil
+		}
+		// Gone, or its cgroup unreadable: its task says which.
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		return nil, 0, nil
+	}
+	metrics, err := task.Metrics(ctx)
+	if err != nil {
+		return nil, 0, nil // exited meanwhile
+	}
+	data, err := typeurl.UnmarshalAny(metrics.Data)
+	if err != nil {
+		return nil, 0, err
+	}
+	if own, ok := extension.ShimStatsFrom(metrics.Data.GetValue()); ok {
+		s.shims.observe(m.SandboxID, own, now)
+	}
+	return data, task.Pid(), nil
 }
 
 // snapshotterRoot is where the snapshotter keeps images and writable

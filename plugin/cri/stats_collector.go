@@ -2,11 +2,14 @@ package cri
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/containerd/log"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/mine-runtime/mine/cgroup"
 )
 
 // statsCollector reads every container's statistics in the background,
@@ -24,6 +27,18 @@ type statsCollector struct {
 	period  time.Duration
 	mu      sync.Mutex
 	samples map[string]statsSample
+	// cgroups are the running containers' cgroups, loaded once from their
+	// inits' pids and read here, in the daemon. Through the shim's Stats,
+	// every pass woke every pod's shim, and a Go shim woken every period
+	// holds more memory after each GC cycle: 5.0 MB after five minutes,
+	// where an idle one holds 3.6.
+	cgroups map[string]loadedCgroup
+}
+
+// loadedCgroup is a container's cgroup, found from its init.
+type loadedCgroup struct {
+	init process
+	cg   any
 }
 
 // statsSample is one reading of a container.
@@ -38,7 +53,7 @@ type statsSample struct {
 }
 
 func newStatsCollector(period time.Duration) *statsCollector {
-	return &statsCollector{period: period, samples: map[string]statsSample{}}
+	return &statsCollector{period: period, samples: map[string]statsSample{}, cgroups: map[string]loadedCgroup{}}
 }
 
 // run takes a pass every period until ctx ends; with no period, there
@@ -48,11 +63,13 @@ func (sc *statsCollector) run(ctx context.Context, s *Service) {
 		return
 	}
 	every(ctx, sc.period, func() {
-		for _, m := range s.records.allContainers() {
+		containers := s.records.allContainers()
+		for _, m := range containers {
 			if _, err := sc.read(ctx, s, m); err != nil {
 				log.G(ctx).WithError(err).WithField("id", m.ID).Debug("collect container stats")
 			}
 		}
+		sc.keepCgroupsOf(containers)
 	})
 }
 
@@ -108,5 +125,55 @@ func (sc *statsCollector) sample(ctx context.Context, s *Service, m *containerMe
 func (sc *statsCollector) forget(id string) {
 	sc.mu.Lock()
 	delete(sc.samples, id)
+	delete(sc.cgroups, id)
 	sc.mu.Unlock()
+}
+
+// keepCgroupsOf forgets the cgroups of containers removed while a
+// reading of theirs was under way, which forget missed.
+func (sc *statsCollector) keepCgroupsOf(containers []*containerMeta) {
+	known := make(map[string]bool, len(containers))
+	for _, m := range containers {
+		known[m.ID] = true
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	for id := range sc.cgroups {
+		if !known[id] {
+			delete(sc.cgroups, id)
+		}
+	}
+}
+
+// cgroupMetrics reads the cgroup of a container whose init is p: a
+// *stats.Metrics of cgroup1 or cgroup2, as the shim's Stats would have
+// it. It fails for an init that is gone, so that a pid taken since by
+// another process is never read as the container's.
+func (sc *statsCollector) cgroupMetrics(id string, p process) (any, error) {
+	sc.mu.Lock()
+	loaded, ok := sc.cgroups[id]
+	sc.mu.Unlock()
+	if !ok || loaded.init != p {
+		cg, err := cgroup.Load(p.Pid)
+		if err != nil {
+			return nil, err
+		}
+		loaded = loadedCgroup{init: p, cg: cg}
+		sc.mu.Lock()
+		sc.cgroups[id] = loaded
+		sc.mu.Unlock()
+	}
+	if !p.alive() {
+		return nil, fmt.Errorf("container %s: init %d is gone", id, p.Pid)
+	}
+	metrics, err := cgroup.Stat(loaded.cg)
+	if err != nil {
+		return nil, err
+	}
+	// An init that exits meanwhile leaves its cgroup's files to be
+	// removed under the reading: no figures rather than zeros.
+	if !p.alive() {
+		return nil, fmt.Errorf("container %s: init %d is gone", id, p.Pid)
+	}
+	return metrics, nil
 }
