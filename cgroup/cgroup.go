@@ -32,6 +32,45 @@ func Load(pid int) (any, error) {
 	return cgroup1.Load(PidPath(pid))
 }
 
+// LoadContainer is Load for a container's init, cut at the container's
+// own cgroup: the first path element named after the container's id, as
+// runc names it (the cgroupfs path's last element, or a systemd scope
+// cri-mine-<id>.scope). The init may have moved itself below it since
+// (systemd in a container moves to init.scope, docker-in-docker to
+// /init): the container's figures are its whole cgroup's.
+func LoadContainer(pid int, id string) (any, error) {
+	if Unified() {
+		path, err := cgroup2.PidGroupPath(pid)
+		if err != nil {
+			return nil, err
+		}
+		if path, err = cut(path, id); err != nil {
+			return nil, err
+		}
+		return cgroup2.Load(path)
+	}
+	paths := PidPath(pid)
+	return cgroup1.Load(func(name cgroup1.Name) (string, error) {
+		path, err := paths(name)
+		if err != nil {
+			return "", err
+		}
+		return cut(path, id)
+	})
+}
+
+// cut ends a cgroup path at its first element that names id: those
+// above are kubelet's (pod, QoS class), those below the container's own.
+func cut(path, id string) (string, error) {
+	elems := strings.Split(path, "/")
+	for i := range elems {
+		if strings.Contains(elems[i], id) {
+			return strings.Join(elems[:i+1], "/"), nil
+		}
+	}
+	return "", fmt.Errorf("cgroup %s is not container %s's", path, id)
+}
+
 // Stat reads a loaded cgroup's statistics: a *stats.Metrics of cgroup1
 // or of cgroup2.
 func Stat(cg any) (any, error) {

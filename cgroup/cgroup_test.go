@@ -28,3 +28,20 @@ func TestPidPathAsCgroup1(t *testing.T) {
 		t.Error("no error for a pid that does not exist")
 	}
 }
+
+// A container's cgroup is where runc put it, whatever its init made below.
+func TestCutAtTheContainersCgroup(t *testing.T) {
+	for path, want := range map[string]string{
+		"/kubepods/burstable/pod1/abc":                                "/kubepods/burstable/pod1/abc",
+		"/kubepods/burstable/pod1/abc/init.scope":                     "/kubepods/burstable/pod1/abc",
+		"/kubepods.slice/kubepods-pod1.slice/cri-mine-abc.scope/init": "/kubepods.slice/kubepods-pod1.slice/cri-mine-abc.scope",
+		"/kubepods/pod1/abc/abc-child":                                "/kubepods/pod1/abc",
+	} {
+		if got, err := cut(path, "abc"); err != nil || got != want {
+			t.Errorf("cut(%q) = %q, %v; want %q", path, got, err, want)
+		}
+	}
+	if _, err := cut("/kubepods/pod1/other", "abc"); err == nil {
+		t.Error("cut a cgroup that is not the container's")
+	}
+}

@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -118,6 +119,35 @@ func TestMetrics(t *testing.T) {
 		if v, ok := value(want.family, want.labels); !ok || v < want.min {
 			t.Errorf("%s%v = %v (found %v), want at least %v", want.family, want.labels, v, ok, want.min)
 		}
+	}
+
+	// A pod removed between two scrapes: its shim is read a last time as
+	// the pod stops, so its lines are counted. Its containers share its
+	// PID namespace, so that its init, through which its shim is read,
+	// runs from the start.
+	before, _ := value("container_runtime_mine_container_log_lines_total", nil)
+	gone := podConfig(t, "metrics-removed")
+	gone.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+	goneID := c.runPod(t, gone)
+	logged := c.startContainer(t, goneID, gone, containerConfig("main",
+		"i=0; while [ $i -lt 50 ]; do echo removed $i; i=$((i+1)); done; exec sleep 600"))
+	waitFor(t, "the 50 lines in the log", 10*time.Second, func() bool {
+		st, err := c.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: logged})
+		if err != nil {
+			return false
+		}
+		data, _ := os.ReadFile(st.GetStatus().GetLogPath())
+		return strings.Count(string(data), "\n") >= 50
+	})
+	if _, err := c.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: goneID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: goneID}); err != nil {
+		t.Fatal(err)
+	}
+	scrape()
+	if after, _ := value("container_runtime_mine_container_log_lines_total", nil); after-before < 50 {
+		t.Errorf("log lines counted %v before a pod logging 50 was removed, %v after", before, after)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -66,6 +67,12 @@ func (s *Service) stopSandbox(ctx context.Context, id string) error {
 	}
 	var teardown errgroup.Group
 	teardown.Go(func() error {
+		// The pod's shim goes with its init: its figures, read otherwise
+		// only when scraped, are read a last time, so that its log lines
+		// are all counted.
+		if st, ok := s.shimFiguresVia(ctx, id); ok {
+			s.shims.observe(id, st, time.Now())
+		}
 		if err := deleteTask(ctx, c); err != nil {
 			return fmt.Errorf("stop the init of pod %s: %w", id, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mine-runtime/mine/extension"
@@ -109,8 +110,8 @@ var (
 // shimCollector reports the shims' figures, read from every pod's shim
 // when they are scraped. The statistics collector reads containers'
 // cgroups in the daemon and leaves the shims idle; so the shims are asked
-// only when somebody wants their figures, and a removed pod's counters
-// are those of the last reading.
+// only when somebody wants their figures (every scrape wakes every shim
+// once), and a removed pod's counters are those of the last reading.
 type shimCollector struct{ s *Service }
 
 func (c shimCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -132,9 +133,10 @@ func (c shimCollector) Collect(ch chan<- prometheus.Metric) {
 
 // readShims asks every pod's shim for its figures, through the task of a
 // running container of the pod, or else of its init: every task of a pod
-// is served by the pod's one shim.
+// is served by the pod's one shim. Within Prometheus' default scrape
+// timeout, 10 s, whatever the shims do.
 func (s *Service) readShims() {
-	ctx, cancel := context.WithTimeout(s.nsContext(context.Background()), 10*time.Second)
+	ctx, cancel := context.WithTimeout(s.nsContext(context.Background()), 5*time.Second)
 	defer cancel()
 	byPod := s.records.containersBySandbox()
 	for _, sb := range s.records.allSandboxes() {
@@ -153,19 +155,15 @@ func (s *Service) readShims() {
 	}
 }
 
-// shimFiguresVia reads a shim's figures through one of its tasks.
+// shimFiguresVia reads a shim's figures through one of its tasks: one
+// Stats call, the shim's only. A shim that takes more than a second is
+// passed over: one hung shim must not take every other's turn.
 func (s *Service) shimFiguresVia(ctx context.Context, containerID string) (extension.ShimStats, bool) {
-	c, err := s.client.LoadContainer(ctx, containerID)
-	if err != nil {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	resp, err := s.client.TaskService().Metrics(ctx, &tasks.MetricsRequest{Filters: []string{"id==" + containerID}})
+	if err != nil || len(resp.Metrics) == 0 {
 		return extension.ShimStats{}, false
 	}
-	task, err := c.Task(ctx, nil)
-	if err != nil {
-		return extension.ShimStats{}, false
-	}
-	metrics, err := task.Metrics(ctx)
-	if err != nil {
-		return extension.ShimStats{}, false
-	}
-	return extension.ShimStatsFrom(metrics.Data.GetValue())
+	return extension.ShimStatsFrom(resp.Metrics[0].Data.GetValue())
 }

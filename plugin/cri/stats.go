@@ -61,7 +61,7 @@ type usage struct {
 	memUsage, workingSet, rss      uint64
 	limit, pageFaults, majorFaults uint64
 	pids                           uint64
-	// raw is the shim's reading itself, for the metrics RPCs.
+	// raw is the cgroup's reading itself, for the metrics RPCs.
 	raw any
 }
 

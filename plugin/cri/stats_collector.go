@@ -16,7 +16,7 @@ import (
 // one pass per period, so that the list RPCs kubelet's summary and
 // eviction manager depend on answer from the last pass: a container
 // writing millions of files (its writable layer is measured by walking it)
-// or a slow shim delays a pass, never an answer. CRI-O collects the same
+// delays a pass, never an answer. CRI-O collects the same
 // way; containerd's CRI asks every shim on every call.
 //
 // A container the collector has not reached yet (started since the last
@@ -154,14 +154,18 @@ func (sc *statsCollector) cgroupMetrics(id string, p process) (any, error) {
 	loaded, ok := sc.cgroups[id]
 	sc.mu.Unlock()
 	if !ok || loaded.init != p {
-		cg, err := cgroup.Load(p.Pid)
+		cg, err := cgroup.LoadContainer(p.Pid, id)
 		if err != nil {
 			return nil, err
 		}
 		loaded = loadedCgroup{init: p, cg: cg}
-		sc.mu.Lock()
-		sc.cgroups[id] = loaded
-		sc.mu.Unlock()
+		// Without passes nothing prunes them (keepCgroupsOf): each read
+		// loads its cgroup.
+		if sc.period > 0 {
+			sc.mu.Lock()
+			sc.cgroups[id] = loaded
+			sc.mu.Unlock()
+		}
 	}
 	if !p.alive() {
 		return nil, fmt.Errorf("container %s: init %d is gone", id, p.Pid)
