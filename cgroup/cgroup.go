@@ -22,14 +22,7 @@ func Unified() bool { return cgroups.Mode() == cgroups.Unified }
 // Load finds the cgroup a process is in: a cgroup1.Cgroup, or a
 // *cgroup2.Manager on a cgroup v2 host.
 func Load(pid int) (any, error) {
-	if Unified() {
-		path, err := cgroup2.PidGroupPath(pid)
-		if err != nil {
-			return nil, err
-		}
-		return cgroup2.Load(path)
-	}
-	return cgroup1.Load(PidPath(pid))
+	return load(pid, func(path string) (string, error) { return path, nil })
 }
 
 // LoadContainer is Load for a container's init, cut at the container's
@@ -39,12 +32,17 @@ func Load(pid int) (any, error) {
 // (systemd in a container moves to init.scope, docker-in-docker to
 // /init): the container's figures are its whole cgroup's.
 func LoadContainer(pid int, id string) (any, error) {
+	return load(pid, func(path string) (string, error) { return cut(path, id) })
+}
+
+// load loads the cgroup at(path) for each path of the process's.
+func load(pid int, at func(path string) (string, error)) (any, error) {
 	if Unified() {
 		path, err := cgroup2.PidGroupPath(pid)
-		if err != nil {
-			return nil, err
+		if err == nil {
+			path, err = at(path)
 		}
-		if path, err = cut(path, id); err != nil {
+		if err != nil {
 			return nil, err
 		}
 		return cgroup2.Load(path)
@@ -55,7 +53,7 @@ func LoadContainer(pid int, id string) (any, error) {
 		if err != nil {
 			return "", err
 		}
-		return cut(path, id)
+		return at(path)
 	})
 }
 

@@ -16,8 +16,6 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/typeurl/v2"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/mine-runtime/mine/extension"
 )
 
 // cpuSample is a container's CPU time at a moment, kept to turn the next
@@ -118,7 +116,7 @@ func (s *Service) containerStats(ctx context.Context, c containerd.Container, m 
 			}
 		}
 	}
-	data, pid, err := s.cgroupMetrics(ctx, c, m, now)
+	data, pid, err := s.cgroupMetrics(ctx, c, m)
 	if err != nil {
 		return nil, nil, 0, err
 	}
@@ -154,7 +152,7 @@ func (s *Service) containerStats(ctx context.Context, c containerd.Container, m 
 // started by this plugin is read in the daemon, from its cgroup, leaving
 // its shim idle; one whose start predates the records of its init is
 // read through its task, the shim's Stats.
-func (s *Service) cgroupMetrics(ctx context.Context, c containerd.Container, m *containerMeta, now time.Time) (any, uint32, error) {
+func (s *Service) cgroupMetrics(ctx context.Context, c containerd.Container, m *containerMeta) (any, uint32, error) {
 	if m.StartedAt == 0 || m.FinishedAt != 0 {
 		return nil, 0, nil
 	}
@@ -175,9 +173,6 @@ func (s *Service) cgroupMetrics(ctx context.Context, c containerd.Container, m *
 	data, err := typeurl.UnmarshalAny(metrics.Data)
 	if err != nil {
 		return nil, 0, err
-	}
-	if own, ok := extension.ShimStatsFrom(metrics.Data.GetValue()); ok {
-		s.shims.observe(m.SandboxID, own, now)
 	}
 	return data, task.Pid(), nil
 }
