@@ -58,7 +58,7 @@ func testService(t *testing.T) (*service, *recorder, chan runc.Exit) {
 	s := &service{
 		namespace:  "test",
 		containers: make(map[string]*container),
-		creating:   make(map[string]bool),
+		creating:   make(map[string]chan struct{}),
 		pids:       make(map[int]*process),
 		early:      make(map[int]runc.Exit),
 		events:     newEventQueue(rec.send, "test"),

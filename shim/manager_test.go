@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -139,6 +141,29 @@ func TestCleanupReleasesClaim(t *testing.T) {
 		t.Fatalf("the claim is still there: %v", err)
 	}
 	if n := freshClaims(socket); n != 1 {
+		t.Fatalf("%d fresh claims left, want the other container's", n)
+	}
+}
+
+// containerd, restarted after it died between `start` and Create, deletes
+// the container it never sent: its claim goes with that Delete, so that
+// the Shutdown which follows ends the shim at once, not claimTTL later.
+func TestDeleteReleasesClaim(t *testing.T) {
+	s, _, _ := testService(t)
+	s.socket = filepath.Join(t.TempDir(), "group")
+	if err := claim(s.socket, "never-created"); err != nil {
+		t.Fatal(err)
+	}
+	if err := claim(s.socket, "other"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Delete(context.Background(), &taskAPI.DeleteRequest{ID: "never-created"}); !errdefs.IsNotFound(err) {
+		t.Fatalf("Delete of a container never created: %v, want NotFound", err)
+	}
+	if _, err := os.Stat(filepath.Join(claimsDir(s.socket), "never-created")); !os.IsNotExist(err) {
+		t.Fatalf("the claim is still there: %v", err)
+	}
+	if n := freshClaims(s.socket); n != 1 {
 		t.Fatalf("%d fresh claims left, want the other container's", n)
 	}
 }

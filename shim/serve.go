@@ -70,7 +70,7 @@ func serve(ctx context.Context, f flags) error {
 		}
 	}()
 	log.G(ctx).WithField("pid", os.Getpid()).Debug("shim serving")
-	go bootstrapOutcome(ctx, svc)
+	go bootstrapOutcome(ctx, svc, f.id)
 
 loop:
 	for {
@@ -115,9 +115,10 @@ loop:
 
 // bootstrapOutcome waits for the start that spawned the shim to say it
 // succeeded (a byte on fd 4). Without it (the start failed after spawning
-// the shim, or died), containerd will never send this shim a container:
-// it leaves, as it would after its last container.
-func bootstrapOutcome(ctx context.Context, svc *service) {
+// the shim, or died), containerd will never send this shim that first
+// container, id: its claim goes, and the shim leaves, as it would after
+// its last container, unless another `start` has handed it one meanwhile.
+func bootstrapOutcome(ctx context.Context, svc *service, id string) {
 	f := os.NewFile(4, "bootstrap")
 	if f == nil {
 		return
@@ -129,5 +130,6 @@ func bootstrapOutcome(ctx context.Context, svc *service) {
 		return
 	}
 	log.G(ctx).Warn("the start that spawned this shim failed; leaving")
+	unclaim(svc.socket, id)
 	_, _ = svc.Shutdown(ctx, &taskAPI.ShutdownRequest{})
 }

@@ -21,7 +21,9 @@ type service struct {
 	mu         sync.Mutex
 	namespace  string
 	containers map[string]*container
-	creating   map[string]bool // IDs whose Create is under way
+	// creating holds the IDs whose Create is under way, each with a
+	// channel closed when that Create is over (endCreate).
+	creating map[string]chan struct{}
 	// pids maps the pid of each live process to it, for the exit loop.
 	pids map[int]*process
 	// While a runc create or exec is in flight, its process may exit before
@@ -47,7 +49,7 @@ func newService(namespace string, events *eventQueue, shutdown func()) *service 
 	s := &service{
 		namespace:  namespace,
 		containers: make(map[string]*container),
-		creating:   make(map[string]bool),
+		creating:   make(map[string]chan struct{}),
 		pids:       make(map[int]*process),
 		early:      make(map[int]runc.Exit),
 		events:     events,
@@ -97,10 +99,19 @@ func (s *service) lookup(containerID, execID string) (*container, *process, erro
 // lock.
 func (s *service) created(id string) (*container, bool) {
 	c, ok := s.containers[id]
-	if !ok || s.creating[id] {
+	if _, underway := s.creating[id]; !ok || underway {
 		return nil, false
 	}
 	return c, true
+}
+
+// endCreateLocked marks the container's Create over, releasing a Delete
+// that waits for it. The caller holds the service lock.
+func (s *service) endCreateLocked(id string) {
+	if done, ok := s.creating[id]; ok {
+		close(done)
+		delete(s.creating, id)
+	}
 }
 
 func (s *service) publish(topic string, body any) {

@@ -35,8 +35,8 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	s.mu.Lock()
 	_, exists := s.containers[r.ID]
-	if !exists && !s.creating[r.ID] {
-		s.creating[r.ID] = true
+	if _, underway := s.creating[r.ID]; !exists && !underway {
+		s.creating[r.ID] = make(chan struct{})
 	} else {
 		exists = true
 	}
@@ -48,7 +48,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	unclaim(s.socket, r.ID)
 	defer func() {
 		s.mu.Lock()
-		delete(s.creating, r.ID)
+		s.endCreateLocked(r.ID)
 		s.mu.Unlock()
 	}()
 
@@ -188,7 +188,7 @@ func (s *service) createRunning(ctx context.Context, c *container, r *taskAPI.Cr
 	// A task by the time its TaskCreate is out: a client that answers the
 	// event with State finds it.
 	s.mu.Lock()
-	delete(s.creating, r.ID)
+	s.endCreateLocked(r.ID)
 	s.mu.Unlock()
 	s.publishCreate(r, pid)
 	// From here an exit waits for Start's own gate if a Start is under way;
@@ -222,8 +222,9 @@ func (s *service) startInit(ctx context.Context, c *container) (int, error) {
 			PidFile:        pidFile,
 			NoPivot:        c.opts.NoPivotRoot,
 		})
-	} else if err = failpoint.Inject(ctx, failpoint.RuncStart); err == nil {
-		// Not cut short by the caller going away, as runc create is not.
+	} else if err = failpoint.Inject(context.WithoutCancel(ctx), failpoint.RuncStart); err == nil {
+		// Not cut short by the caller going away, as runc create is not;
+		// nor is a hang at the failpoint, which stands for a slow runc.
 		_, err = c.runc.Run(context.WithoutCancel(ctx), c.id, c.bundle, c.initOpts(pidFile, true))
 		// go-runc's Run, unlike its Create, keeps the container's ends of
 		// the stdio pipes open in the shim: the container's exit would
@@ -472,18 +473,41 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emp
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	s.mu.Lock()
 	c, p, err := s.lookup(r.ID, r.ExecID)
-	// A process being started is deleted once its start is over: deleted
-	// now, an exec would start unseen, with nobody to reap or wait for it.
-	for err == nil && p.startUnderway() {
-		gate := p.startGate
+	for {
+		var over <-chan struct{}
+		if err == nil && p.startUnderway() {
+			// A process being started is deleted once its start is
+			// over: deleted now, an exec would start unseen, with nobody
+			// to reap or wait for it.
+			over = p.startGate
+		} else if err != nil && r.ExecID == "" {
+			// A container being created is deleted once its Create is
+			// over. containerd, restarted after it died in a Create,
+			// finds no task here, deletes the container and shuts the
+			// shim down: what the Create goes on to make (runc is not cut
+			// short) must not be left running in a shim nobody knows of.
+			// containerd's runc shim waits the same way, its lock held
+			// across Create.
+			over = s.creating[r.ID]
+		}
+		if over == nil {
+			break
+		}
 		s.mu.Unlock()
 		select {
-		case <-gate:
+		case <-over:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 		s.mu.Lock()
 		c, p, err = s.lookup(r.ID, r.ExecID)
+	}
+	if errdefs.IsNotFound(err) && r.ExecID == "" {
+		// containerd gives up on a container `start` handed this shim
+		// before its Create came (it died in between): the claim goes
+		// now, and the Shutdown that follows may end the shim at once
+		// rather than claimTTL later.
+		unclaim(s.socket, r.ID)
 	}
 	if err == nil && (p.status == task.Status_RUNNING || p.status == task.Status_PAUSED) {
 		err = errdefs.ErrFailedPrecondition.WithMessage(fmt.Sprintf("cannot delete %s: it is %s", p.id(), p.status))

@@ -160,7 +160,7 @@ func TestNoTaskWhileCreating(t *testing.T) {
 	s, _, _ := testService(t)
 	addContainer(s, "c", 7100)
 	s.mu.Lock()
-	s.creating["c"] = true
+	s.creating["c"] = make(chan struct{})
 	s.mu.Unlock()
 	ctx := context.Background()
 	if _, err := s.State(ctx, &taskAPI.StateRequest{ID: "c"}); !errdefs.IsNotFound(err) {
@@ -170,12 +170,56 @@ func TestNoTaskWhileCreating(t *testing.T) {
 		t.Fatalf("Connect while creating: pid %d, %v; want none", resp.GetTaskPid(), err)
 	}
 	s.mu.Lock()
-	delete(s.creating, "c")
+	s.endCreateLocked("c")
 	s.mu.Unlock()
 	if st, err := s.State(ctx, &taskAPI.StateRequest{ID: "c"}); err != nil || st.Pid != 7100 {
 		t.Fatalf("State once created: pid %d, %v; want 7100", st.GetPid(), err)
 	}
 	if resp, err := s.Connect(ctx, &taskAPI.ConnectRequest{ID: "c"}); err != nil || resp.TaskPid != 7100 {
 		t.Fatalf("Connect once created: pid %d, %v; want 7100", resp.GetTaskPid(), err)
+	}
+}
+
+// containerd, restarted after it died in a Create, deletes the container
+// it finds no task for while the shim's Create goes on: the Delete waits
+// for the Create to end, then deletes what it made.
+func TestDeleteWaitsForACreateUnderway(t *testing.T) {
+	s, _, exits := testService(t)
+	c := addContainer(s, "c", 7400)
+	c.runc = &runc.Runc{Command: "true"}
+	c.init.io = &processIO{}
+	s.mu.Lock()
+	s.creating["c"] = make(chan struct{})
+	s.mu.Unlock()
+
+	deleted := make(chan error, 1)
+	go func() {
+		_, err := s.Delete(context.Background(), &taskAPI.DeleteRequest{ID: "c"})
+		deleted <- err
+	}()
+	select {
+	case err := <-deleted:
+		t.Fatalf("delete did not wait for the Create under way: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	s.mu.Lock()
+	s.endCreateLocked("c")
+	s.mu.Unlock()
+	// runc delete --force kills the created init; its exit comes through
+	// the reaper.
+	exits <- runc.Exit{Pid: 7400, Status: 137, Timestamp: time.Now()}
+	select {
+	case err := <-deleted:
+		if err != nil {
+			t.Fatalf("delete once the Create was over: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("delete still blocks after the Create ended")
+	}
+	s.mu.Lock()
+	_, left := s.containers["c"]
+	s.mu.Unlock()
+	if left {
+		t.Fatal("the container is still in the shim after its delete")
 	}
 }

@@ -21,10 +21,15 @@ import (
 // there.
 func settled(t *testing.T, c *cri, logDir string, before hostState, after string) {
 	t.Helper()
-	var now hostState
-	// A shim that containerd, crashing, never sent its first container
+	// A shim that containerd, crashing in its `start`, never heard of
 	// leaves on its own after claimTTL (30 s, shim/claims.go).
-	deadline := time.Now().Add(40 * time.Second)
+	settledWithin(t, c, logDir, before, after, 40*time.Second)
+}
+
+func settledWithin(t *testing.T, c *cri, logDir string, before hostState, after string, timeout time.Duration) {
+	t.Helper()
+	var now hostState
+	deadline := time.Now().Add(timeout)
 	for {
 		now = takeState(t, c, logDir)
 		if same(before, now) || time.Now().After(deadline) {
@@ -404,6 +409,58 @@ func TestCrash(t *testing.T) {
 	}
 }
 
+// A daemon that dies while the shim creates a pod's init (with runc run,
+// for a pod sharing its PID namespace), before runc made it: restarted,
+// containerd finds no task in the shim, deletes the container, shuts the
+// shim down and, the shim gone from its view, runs `shim delete`, which
+// finds no runc container yet. The Create goes on meanwhile (runc is not
+// cut short). The Delete waits for the Create and deletes what it made;
+// nothing is left, and the retry succeeds.
+func TestCrashInCreate(t *testing.T) {
+	c := newCRI(t)
+	pull(t, c)
+	pod := podConfig(t, "crash-in-create")
+	before := baseline(t, c, "")
+	arm(t, fp.RuncStart+" hang")
+	go c.RunPodSandbox(testContext(t), &runtimeapi.RunPodSandboxRequest{Config: pod})
+	waitFor(t, "the init's Create to reach "+fp.RuncStart, 20*time.Second, func() bool { return fired(t) == 1 })
+	logged, err := os.Stat(bed.Daemon.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.Daemon.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan error, 1)
+	go func() { started <- bed.Daemon.Start(context.Background()) }()
+	// containerd's start-up deletes the container it finds no task for
+	// (containerd/containerd#6860); only then may the Create go on.
+	waitFor(t, "containerd to take the shim for a leaked one", 20*time.Second, func() bool {
+		return strings.Contains(logSince(t, logged.Size()), "cleaning leaked shim process")
+	})
+	disarm()
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+	c = newCRI(t)
+	// The shim leaves at containerd's start-up, its last container
+	// deleted, not on its own claimTTL later.
+	settledWithin(t, c, "", before, "by the crash in the init's Create, once restarted", 10*time.Second)
+	id := runPod(t, c, pod)
+	removePod(t, c, id)
+	settled(t, c, "", before, "after the retried pod's removal")
+}
+
+// logSince is what the daemon logged after the first offset bytes.
+func logSince(t *testing.T, offset int64) string {
+	t.Helper()
+	data, err := os.ReadFile(bed.Daemon.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data[min(offset, int64(len(data))):])
+}
+
 // A shim that dies at a step of RunPodSandbox's init (the shim's own
 // start; after and before the runc run that makes and starts the init in
 // its Create): the call fails, nothing is left once
@@ -420,7 +477,9 @@ func TestShimCrash(t *testing.T) {
 			} else if code := status.Code(err); code == codes.Unknown {
 				t.Fatalf("code %s: %v", code, err)
 			}
-			settled(t, c, "", before, "by the shim's crash")
+			// containerd deletes what it knows of at once, and a shim
+			// whose `start` died leaves at once: none waits claimTTL.
+			settledWithin(t, c, "", before, "by the shim's crash", 10*time.Second)
 			id := runPod(t, c, pod)
 			removePod(t, c, id)
 			settled(t, c, "", before, "after the retried pod's removal")
