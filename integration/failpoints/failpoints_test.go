@@ -451,6 +451,40 @@ func TestCrashInCreate(t *testing.T) {
 	settled(t, c, "", before, "after the retried pod's removal")
 }
 
+// A daemon that dies in StartContainer, while the shim runs the
+// container's runc run (not cut short by the caller going away): once
+// restarted, it records the start it never saw answered, so that kubelet's
+// relist finds the container running and a retried start is refused as
+// for any started container; the pod's removal leaves nothing.
+func TestCrashInStart(t *testing.T) {
+	c := newCRI(t)
+	pull(t, c)
+	pod := podConfig(t, "crash-in-start")
+	before := baseline(t, c, "")
+	podID := runPod(t, c, pod)
+	id := createContainer(t, c, podID, pod, containerConfig("main", "exec sleep 600"))
+	arm(t, fp.RuncStart+" hang")
+	go c.StartContainer(testContext(t), &runtimeapi.StartContainerRequest{ContainerId: id})
+	waitFor(t, "the start to reach "+fp.RuncStart, 20*time.Second, func() bool { return fired(t) == 1 })
+	if err := bed.Daemon.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	disarm()
+	if err := bed.Daemon.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c = newCRI(t)
+	waitFor(t, "the container listed running after the restart", 20*time.Second, func() bool {
+		st, err := c.ContainerStatus(testContext(t), &runtimeapi.ContainerStatusRequest{ContainerId: id})
+		return err == nil && st.Status.State == runtimeapi.ContainerState_CONTAINER_RUNNING && st.Status.StartedAt > 0
+	})
+	if _, err := c.StartContainer(testContext(t), &runtimeapi.StartContainerRequest{ContainerId: id}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("StartContainer of the container started across the crash: %v, want FailedPrecondition", err)
+	}
+	removePod(t, c, podID)
+	settled(t, c, "", before, "after the pod's removal")
+}
+
 // logSince is what the daemon logged after the first offset bytes.
 func logSince(t *testing.T, offset int64) string {
 	t.Helper()
