@@ -59,6 +59,7 @@ func testService(t *testing.T) (*service, *recorder, chan runc.Exit) {
 		namespace:  "test",
 		containers: make(map[string]*container),
 		creating:   make(map[string]chan struct{}),
+		abandoned:  make(map[string]bool),
 		pids:       make(map[int]*process),
 		early:      make(map[int]runc.Exit),
 		events:     newEventQueue(rec.send, "test"),

@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	runc "github.com/containerd/go-runc"
+	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 )
 
@@ -22,8 +23,10 @@ type service struct {
 	namespace  string
 	containers map[string]*container
 	// creating holds the IDs whose Create is under way, each with a
-	// channel closed when that Create is over (endCreate).
-	creating map[string]chan struct{}
+	// channel closed when that Create is over (endCreateLocked); abandoned
+	// those among them whose Delete gave up waiting for it.
+	creating  map[string]chan struct{}
+	abandoned map[string]bool
 	// pids maps the pid of each live process to it, for the exit loop.
 	pids map[int]*process
 	// While a runc create or exec is in flight, its process may exit before
@@ -50,6 +53,7 @@ func newService(namespace string, events *eventQueue, shutdown func()) *service 
 		namespace:  namespace,
 		containers: make(map[string]*container),
 		creating:   make(map[string]chan struct{}),
+		abandoned:  make(map[string]bool),
 		pids:       make(map[int]*process),
 		early:      make(map[int]runc.Exit),
 		events:     events,
@@ -106,12 +110,31 @@ func (s *service) created(id string) (*container, bool) {
 }
 
 // endCreateLocked marks the container's Create over, releasing a Delete
-// that waits for it. The caller holds the service lock.
+// that waits for it, or deleting what it made if that Delete gave up. The
+// caller holds the service lock.
 func (s *service) endCreateLocked(id string) {
-	if done, ok := s.creating[id]; ok {
-		close(done)
-		delete(s.creating, id)
+	done, ok := s.creating[id]
+	if !ok {
+		return
 	}
+	close(done)
+	delete(s.creating, id)
+	if s.abandoned[id] {
+		delete(s.abandoned, id)
+		go s.deleteAbandoned(id)
+	}
+}
+
+// deleteAbandoned deletes a container containerd gave up on while its
+// Create was under way (a restarted containerd waits 5 s for the Delete it
+// sends, then removes the bundle and forgets the shim), and ends the shim
+// if nothing else is left in it.
+func (s *service) deleteAbandoned(id string) {
+	ctx := context.Background()
+	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: id}); err != nil && !errdefs.IsNotFound(err) {
+		log.G(ctx).WithError(err).WithField("id", id).Warn("delete a container containerd gave up on")
+	}
+	_, _ = s.Shutdown(ctx, &taskAPI.ShutdownRequest{})
 }
 
 func (s *service) publish(topic string, body any) {

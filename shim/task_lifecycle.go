@@ -475,6 +475,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	c, p, err := s.lookup(r.ID, r.ExecID)
 	for {
 		var over <-chan struct{}
+		forCreate := false
 		if err == nil && p.startUnderway() {
 			// A process being started is deleted once its start is
 			// over: deleted now, an exec would start unseen, with nobody
@@ -488,7 +489,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 			// short) must not be left running in a shim nobody knows of.
 			// containerd's runc shim waits the same way, its lock held
 			// across Create.
-			over = s.creating[r.ID]
+			over, forCreate = s.creating[r.ID]
 		}
 		if over == nil {
 			break
@@ -497,6 +498,17 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		select {
 		case <-over:
 		case <-ctx.Done():
+			if forCreate {
+				// containerd gives up on the container: it is deleted
+				// once its Create is over, or now if that just happened.
+				s.mu.Lock()
+				if _, underway := s.creating[r.ID]; underway {
+					s.abandoned[r.ID] = true
+				} else {
+					go s.deleteAbandoned(r.ID)
+				}
+				s.mu.Unlock()
+			}
 			return nil, ctx.Err()
 		}
 		s.mu.Lock()

@@ -2,6 +2,7 @@ package shim
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -221,5 +222,41 @@ func TestDeleteWaitsForACreateUnderway(t *testing.T) {
 	s.mu.Unlock()
 	if left {
 		t.Fatal("the container is still in the shim after its delete")
+	}
+}
+
+// containerd gives up on a Delete that waits for a Create (a restarted
+// containerd gives its clean-up 5 s): what the Create made is deleted once
+// it is over, and the shim, then idle, leaves.
+func TestAbandonedCreateIsDeletedWhenOver(t *testing.T) {
+	s, _, exits := testService(t)
+	left := make(chan struct{})
+	s.shutdown = func() { close(left) }
+	c := addContainer(s, "c", 7500)
+	c.runc = &runc.Runc{Command: "true"}
+	c.init.io = &processIO{}
+	s.mu.Lock()
+	s.creating["c"] = make(chan struct{})
+	s.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Delete past its deadline with the Create under way: %v", err)
+	}
+	s.mu.Lock()
+	s.endCreateLocked("c")
+	s.mu.Unlock()
+	exits <- runc.Exit{Pid: 7500, Status: 137, Timestamp: time.Now()}
+	select {
+	case <-left:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the shim did not leave once the abandoned container was deleted")
+	}
+	s.mu.Lock()
+	_, still := s.containers["c"]
+	s.mu.Unlock()
+	if still {
+		t.Fatal("the abandoned container is still in the shim")
 	}
 }

@@ -415,40 +415,69 @@ func TestCrash(t *testing.T) {
 // shim down and, the shim gone from its view, runs `shim delete`, which
 // finds no runc container yet. The Create goes on meanwhile (runc is not
 // cut short). The Delete waits for the Create and deletes what it made;
-// nothing is left, and the retry succeeds.
+// or, if containerd stops waiting first (its shim clean-up timeout, 5 s by
+// default), the shim deletes it when the Create ends. Either way the shim
+// leaves, nothing is left, and the retry succeeds.
 func TestCrashInCreate(t *testing.T) {
-	c := newCRI(t)
-	pull(t, c)
-	pod := podConfig(t, "crash-in-create")
-	before := baseline(t, c, "")
-	arm(t, fp.RuncStart+" hang")
-	go c.RunPodSandbox(testContext(t), &runtimeapi.RunPodSandboxRequest{Config: pod})
-	waitFor(t, "the init's Create to reach "+fp.RuncStart, 20*time.Second, func() bool { return fired(t) == 1 })
-	logged, err := os.Stat(bed.Daemon.Log)
-	if err != nil {
-		t.Fatal(err)
+	pull(t, newCRI(t))
+	for _, tc := range []struct {
+		name string
+		// extraConfig for the restart; disarmed as soon as the daemon
+		// has asked the shim for the container: before it serves, or
+		// after.
+		extraConfig string
+		whileWaited bool
+	}{
+		{name: "create-ends-first", whileWaited: true},
+		{name: "containerd-gives-up-first", extraConfig: "\n[timeouts]\n  \"io.containerd.timeout.shim.cleanup\" = \"1s\"\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCRI(t)
+			pod := podConfig(t, "crash-in-create-"+tc.name)
+			before := baseline(t, c, "")
+			arm(t, fp.RuncStart+" hang")
+			go c.RunPodSandbox(testContext(t), &runtimeapi.RunPodSandboxRequest{Config: pod})
+			waitFor(t, "the init's Create to reach "+fp.RuncStart, 20*time.Second, func() bool { return fired(t) == 1 })
+			logged, err := os.Stat(bed.Daemon.Log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := bed.Daemon.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			if err := bed.Daemon.WriteConfig("debug", tc.extraConfig); err != nil {
+				t.Fatal(err)
+			}
+			// Read at the next start: the test's own restart, and the
+			// next test's.
+			t.Cleanup(func() { bed.Daemon.WriteConfig("debug", "") })
+			started := make(chan error, 1)
+			go func() { started <- bed.Daemon.Start(context.Background()) }()
+			// containerd's start-up deletes the container it finds no
+			// task for (containerd/containerd#6860).
+			waitFor(t, "containerd to take the shim for a leaked one", 20*time.Second, func() bool {
+				return strings.Contains(logSince(t, logged.Size()), "cleaning leaked shim process")
+			})
+			if !tc.whileWaited {
+				if err := <-started; err != nil {
+					t.Fatal(err)
+				}
+			}
+			disarm()
+			if tc.whileWaited {
+				if err := <-started; err != nil {
+					t.Fatal(err)
+				}
+			}
+			c = newCRI(t)
+			// The shim leaves once the container is deleted, not on its
+			// own claimTTL later.
+			settledWithin(t, c, "", before, "by the crash in the init's Create, once restarted", 10*time.Second)
+			id := runPod(t, c, pod)
+			removePod(t, c, id)
+			settled(t, c, "", before, "after the retried pod's removal")
+		})
 	}
-	if err := bed.Daemon.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan error, 1)
-	go func() { started <- bed.Daemon.Start(context.Background()) }()
-	// containerd's start-up deletes the container it finds no task for
-	// (containerd/containerd#6860); only then may the Create go on.
-	waitFor(t, "containerd to take the shim for a leaked one", 20*time.Second, func() bool {
-		return strings.Contains(logSince(t, logged.Size()), "cleaning leaked shim process")
-	})
-	disarm()
-	if err := <-started; err != nil {
-		t.Fatal(err)
-	}
-	c = newCRI(t)
-	// The shim leaves at containerd's start-up, its last container
-	// deleted, not on its own claimTTL later.
-	settledWithin(t, c, "", before, "by the crash in the init's Create, once restarted", 10*time.Second)
-	id := runPod(t, c, pod)
-	removePod(t, c, id)
-	settled(t, c, "", before, "after the retried pod's removal")
 }
 
 // A daemon that dies in StartContainer, while the shim runs the
