@@ -63,6 +63,9 @@ func testService(t *testing.T) (*service, *recorder, chan runc.Exit) {
 		pids:       make(map[int]*process),
 		early:      make(map[int]runc.Exit),
 		events:     newEventQueue(rec.send, "test"),
+		// A Delete's leaveIfIdleLater may end an idle test service
+		// claimTTL later.
+		shutdown: func() {},
 	}
 	exits := make(chan runc.Exit)
 	go s.exitLoop(exits)

@@ -109,12 +109,11 @@ func (s *service) created(id string) (*container, bool) {
 	return c, true
 }
 
-// endCreateLocked marks the container's Create over, releasing a Delete
-// that waits for it, or deleting what it made if that Delete gave up. The
-// caller holds the service lock.
-func (s *service) endCreateLocked(id string) {
-	done, ok := s.creating[id]
-	if !ok {
+// endCreateLocked marks the container's Create, the one that registered
+// done, over: it releases a Delete that waits for it, or deletes what it
+// made if that Delete gave up. The caller holds the service lock.
+func (s *service) endCreateLocked(id string, done chan struct{}) {
+	if s.creating[id] != done || done == nil {
 		return
 	}
 	close(done)

@@ -33,10 +33,11 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if r.ID == "" || r.Bundle == "" {
 		return nil, errdefs.ErrInvalidArgument.WithMessage("create needs a container id and a bundle")
 	}
+	created := make(chan struct{})
 	s.mu.Lock()
 	_, exists := s.containers[r.ID]
 	if _, underway := s.creating[r.ID]; !exists && !underway {
-		s.creating[r.ID] = make(chan struct{})
+		s.creating[r.ID] = created
 	} else {
 		exists = true
 	}
@@ -48,7 +49,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	unclaim(s.socket, r.ID)
 	defer func() {
 		s.mu.Lock()
-		s.endCreateLocked(r.ID)
+		s.endCreateLocked(r.ID, created)
 		s.mu.Unlock()
 	}()
 
@@ -188,7 +189,7 @@ func (s *service) createRunning(ctx context.Context, c *container, r *taskAPI.Cr
 	// A task by the time its TaskCreate is out: a client that answers the
 	// event with State finds it.
 	s.mu.Lock()
-	s.endCreateLocked(r.ID)
+	s.endCreateLocked(r.ID, s.creating[r.ID])
 	s.mu.Unlock()
 	s.publishCreate(r, pid)
 	// From here an exit waits for Start's own gate if a Start is under way;
@@ -473,7 +474,7 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emp
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	s.mu.Lock()
 	c, p, err := s.lookup(r.ID, r.ExecID)
-	for {
+	for waitedForCreate := false; ; {
 		var over <-chan struct{}
 		forCreate := false
 		if err == nil && p.startUnderway() {
@@ -487,8 +488,9 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 			// finds no task here, deletes the container and shuts the
 			// shim down: what the Create goes on to make (runc is not cut
 			// short) must not be left running in a shim nobody knows of.
-			// containerd's runc shim waits the same way, its lock held
-			// across Create.
+			// containerd's runc shim answers NotFound and leaves it; this
+			// holds containerd's start-up until the Create is over, at
+			// most its shim clean-up timeout (5 s by default).
 			over, forCreate = s.creating[r.ID]
 		}
 		if over == nil {
@@ -497,6 +499,20 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		s.mu.Unlock()
 		select {
 		case <-over:
+			if forCreate && !waitedForCreate {
+				waitedForCreate = true
+				// What the Create made is deleted whole even if
+				// containerd stops waiting meanwhile: a runc delete cut
+				// short would leave it running. The Shutdown containerd
+				// sent then found the shim busy; it is taken up here.
+				callerCtx := ctx
+				ctx = context.WithoutCancel(ctx)
+				defer func() {
+					if callerCtx.Err() != nil {
+						go s.Shutdown(context.Background(), &taskAPI.ShutdownRequest{})
+					}
+				}()
+			}
 		case <-ctx.Done():
 			if forCreate {
 				// containerd gives up on the container: it is deleted

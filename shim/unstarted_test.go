@@ -3,6 +3,7 @@ package shim
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -171,7 +172,7 @@ func TestNoTaskWhileCreating(t *testing.T) {
 		t.Fatalf("Connect while creating: pid %d, %v; want none", resp.GetTaskPid(), err)
 	}
 	s.mu.Lock()
-	s.endCreateLocked("c")
+	s.endCreateLocked("c", s.creating["c"])
 	s.mu.Unlock()
 	if st, err := s.State(ctx, &taskAPI.StateRequest{ID: "c"}); err != nil || st.Pid != 7100 {
 		t.Fatalf("State once created: pid %d, %v; want 7100", st.GetPid(), err)
@@ -204,7 +205,7 @@ func TestDeleteWaitsForACreateUnderway(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 	s.mu.Lock()
-	s.endCreateLocked("c")
+	s.endCreateLocked("c", s.creating["c"])
 	s.mu.Unlock()
 	// runc delete --force kills the created init; its exit comes through
 	// the reaper.
@@ -231,7 +232,8 @@ func TestDeleteWaitsForACreateUnderway(t *testing.T) {
 func TestAbandonedCreateIsDeletedWhenOver(t *testing.T) {
 	s, _, exits := testService(t)
 	left := make(chan struct{})
-	s.shutdown = func() { close(left) }
+	var once sync.Once
+	s.shutdown = func() { once.Do(func() { close(left) }) }
 	c := addContainer(s, "c", 7500)
 	c.runc = &runc.Runc{Command: "true"}
 	c.init.io = &processIO{}
@@ -245,7 +247,7 @@ func TestAbandonedCreateIsDeletedWhenOver(t *testing.T) {
 		t.Fatalf("Delete past its deadline with the Create under way: %v", err)
 	}
 	s.mu.Lock()
-	s.endCreateLocked("c")
+	s.endCreateLocked("c", s.creating["c"])
 	s.mu.Unlock()
 	exits <- runc.Exit{Pid: 7500, Status: 137, Timestamp: time.Now()}
 	select {

@@ -414,10 +414,13 @@ func TestCrash(t *testing.T) {
 // containerd finds no task in the shim, deletes the container, shuts the
 // shim down and, the shim gone from its view, runs `shim delete`, which
 // finds no runc container yet. The Create goes on meanwhile (runc is not
-// cut short). The Delete waits for the Create and deletes what it made;
-// or, if containerd stops waiting first (its shim clean-up timeout, 5 s by
-// default), the shim deletes it when the Create ends. Either way the shim
-// leaves, nothing is left, and the retry succeeds.
+// cut short). The Delete waits for the Create and deletes what it made.
+// If containerd stops waiting first (its shim clean-up timeout, 5 s by
+// default), it removes the bundle and forgets the shim; the Create, ending
+// later, then fails (what one that succeeds made is deleted too:
+// TestAbandonedCreateIsDeletedWhenOver, in package shim), and the shim,
+// which nobody will tell, must leave by itself. Either way nothing is
+// left, and the retry succeeds.
 func TestCrashInCreate(t *testing.T) {
 	pull(t, newCRI(t))
 	for _, tc := range []struct {
@@ -448,9 +451,22 @@ func TestCrashInCreate(t *testing.T) {
 			if err := bed.Daemon.WriteConfig("debug", tc.extraConfig); err != nil {
 				t.Fatal(err)
 			}
-			// Read at the next start: the test's own restart, and the
-			// next test's.
-			t.Cleanup(func() { bed.Daemon.WriteConfig("debug", "") })
+			// containerd reads its timeouts at start-up only: the
+			// daemon is restarted with the suite's config afterwards.
+			t.Cleanup(func() {
+				if tc.extraConfig == "" {
+					return
+				}
+				if err := bed.Daemon.WriteConfig("debug", ""); err != nil {
+					t.Error(err)
+				}
+				if err := bed.Daemon.Stop(); err != nil {
+					t.Error(err)
+				}
+				if err := bed.Daemon.Start(context.Background()); err != nil {
+					t.Error(err)
+				}
+			})
 			started := make(chan error, 1)
 			go func() { started <- bed.Daemon.Start(context.Background()) }()
 			// containerd's start-up deletes the container it finds no
@@ -468,6 +484,11 @@ func TestCrashInCreate(t *testing.T) {
 				if err := <-started; err != nil {
 					t.Fatal(err)
 				}
+			}
+			// Which of the two ran: containerd logs the clean-up it gave
+			// up on.
+			if gaveUp := strings.Contains(logSince(t, logged.Size()), "failed to clean up leaked shim"); gaveUp == tc.whileWaited {
+				t.Fatalf("containerd gave up its clean-up: %v; the test wants %v", gaveUp, !tc.whileWaited)
 			}
 			c = newCRI(t)
 			// The shim leaves once the container is deleted, not on its
