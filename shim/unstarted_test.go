@@ -187,12 +187,7 @@ func TestNoTaskWhileCreating(t *testing.T) {
 // for the Create to end, then deletes what it made.
 func TestDeleteWaitsForACreateUnderway(t *testing.T) {
 	s, _, exits := testService(t)
-	c := addContainer(s, "c", 7400)
-	c.runc = &runc.Runc{Command: "true"}
-	c.init.io = &processIO{}
-	s.mu.Lock()
-	s.creating["c"] = make(chan struct{})
-	s.mu.Unlock()
+	creatingContainer(s, "c", 7400)
 
 	deleted := make(chan error, 1)
 	go func() {
@@ -218,10 +213,7 @@ func TestDeleteWaitsForACreateUnderway(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("delete still blocks after the Create ended")
 	}
-	s.mu.Lock()
-	_, left := s.containers["c"]
-	s.mu.Unlock()
-	if left {
+	if hasContainer(s, "c") {
 		t.Fatal("the container is still in the shim after its delete")
 	}
 }
@@ -234,12 +226,7 @@ func TestAbandonedCreateIsDeletedWhenOver(t *testing.T) {
 	left := make(chan struct{})
 	var once sync.Once
 	s.shutdown = func() { once.Do(func() { close(left) }) }
-	c := addContainer(s, "c", 7500)
-	c.runc = &runc.Runc{Command: "true"}
-	c.init.io = &processIO{}
-	s.mu.Lock()
-	s.creating["c"] = make(chan struct{})
-	s.mu.Unlock()
+	creatingContainer(s, "c", 7500)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -255,10 +242,26 @@ func TestAbandonedCreateIsDeletedWhenOver(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the shim did not leave once the abandoned container was deleted")
 	}
-	s.mu.Lock()
-	_, still := s.containers["c"]
-	s.mu.Unlock()
-	if still {
+	if hasContainer(s, "c") {
 		t.Fatal("the abandoned container is still in the shim")
 	}
+}
+
+// creatingContainer adds a container whose init has the given pid as one
+// stored while its Create is still under way (createRunning), with a runc
+// whose delete succeeds.
+func creatingContainer(s *service, id string, pid int) {
+	c := addContainer(s, id, pid)
+	c.runc = &runc.Runc{Command: "true"}
+	c.init.io = &processIO{}
+	s.mu.Lock()
+	s.creating[id] = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func hasContainer(s *service, id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.containers[id]
+	return ok
 }

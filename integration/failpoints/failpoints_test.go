@@ -49,6 +49,14 @@ func same(a, b hostState) bool {
 	return true
 }
 
+// retryPod runs the pod again, as kubelet retries, and removes it: the
+// retry succeeds and its removal leaves nothing.
+func retryPod(t *testing.T, c *cri, pod *runtimeapi.PodSandboxConfig, before hostState) {
+	t.Helper()
+	removePod(t, c, runPod(t, c, pod))
+	settled(t, c, "", before, "after the retried pod's removal")
+}
+
 func pull(t *testing.T, c *cri) {
 	t.Helper()
 	if _, err := c.PullImage(testContext(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "busybox"}}); err != nil {
@@ -139,9 +147,7 @@ func TestRunPodSandbox(t *testing.T) {
 			}
 			failed(t, "RunPodSandbox", err, name)
 			settled(t, c, "", before, "by the failed RunPodSandbox")
-			id := runPod(t, c, pod) // kubelet's retry
-			removePod(t, c, id)
-			settled(t, c, "", before, "after the retried pod's removal")
+			retryPod(t, c, pod, before)
 		})
 	}
 }
@@ -494,9 +500,7 @@ func TestCrashInCreate(t *testing.T) {
 			// The shim leaves once the container is deleted, not on its
 			// own claimTTL later.
 			settledWithin(t, c, "", before, "by the crash in the init's Create, once restarted", 10*time.Second)
-			id := runPod(t, c, pod)
-			removePod(t, c, id)
-			settled(t, c, "", before, "after the retried pod's removal")
+			retryPod(t, c, pod, before)
 		})
 	}
 }
@@ -564,9 +568,7 @@ func TestShimCrash(t *testing.T) {
 			// containerd deletes what it knows of at once, and a shim
 			// whose `start` died leaves at once: none waits claimTTL.
 			settledWithin(t, c, "", before, "by the shim's crash", 10*time.Second)
-			id := runPod(t, c, pod)
-			removePod(t, c, id)
-			settled(t, c, "", before, "after the retried pod's removal")
+			retryPod(t, c, pod, before)
 		})
 	}
 }
