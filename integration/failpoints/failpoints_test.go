@@ -431,16 +431,19 @@ func TestCrashInCreate(t *testing.T) {
 	pull(t, newCRI(t))
 	for _, tc := range []struct {
 		name string
-		// extraConfig for the restart; disarmed as soon as the daemon
-		// has asked the shim for the container: before it serves, or
-		// after.
-		extraConfig string
-		whileWaited bool
+		// givesUp restarts containerd with a 1 s shim clean-up timeout
+		// and disarms once it serves; otherwise it is disarmed while
+		// containerd's start-up waits for the Delete.
+		givesUp bool
 	}{
-		{name: "create-ends-first", whileWaited: true},
-		{name: "containerd-gives-up-first", extraConfig: "\n[timeouts]\n  \"io.containerd.timeout.shim.cleanup\" = \"1s\"\n"},
+		{name: "create-ends-first"},
+		{name: "containerd-gives-up-first", givesUp: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			extraConfig := ""
+			if tc.givesUp {
+				extraConfig = "\n[timeouts]\n  \"io.containerd.timeout.shim.cleanup\" = \"1s\"\n"
+			}
 			c := newCRI(t)
 			pod := podConfig(t, "crash-in-create-"+tc.name)
 			before := baseline(t, c, "")
@@ -454,13 +457,13 @@ func TestCrashInCreate(t *testing.T) {
 			if err := bed.Daemon.Kill(); err != nil {
 				t.Fatal(err)
 			}
-			if err := bed.Daemon.WriteConfig("debug", tc.extraConfig); err != nil {
+			if err := bed.Daemon.WriteConfig("debug", extraConfig); err != nil {
 				t.Fatal(err)
 			}
 			// containerd reads its timeouts at start-up only: the
 			// daemon is restarted with the suite's config afterwards.
 			t.Cleanup(func() {
-				if tc.extraConfig == "" {
+				if !tc.givesUp {
 					return
 				}
 				if err := bed.Daemon.WriteConfig("debug", ""); err != nil {
@@ -480,21 +483,21 @@ func TestCrashInCreate(t *testing.T) {
 			waitFor(t, "containerd to take the shim for a leaked one", 20*time.Second, func() bool {
 				return strings.Contains(logSince(t, logged.Size()), "cleaning leaked shim process")
 			})
-			if !tc.whileWaited {
+			if tc.givesUp {
 				if err := <-started; err != nil {
 					t.Fatal(err)
 				}
 			}
 			disarm()
-			if tc.whileWaited {
+			if !tc.givesUp {
 				if err := <-started; err != nil {
 					t.Fatal(err)
 				}
 			}
 			// Which of the two ran: containerd logs the clean-up it gave
 			// up on.
-			if gaveUp := strings.Contains(logSince(t, logged.Size()), "failed to clean up leaked shim"); gaveUp == tc.whileWaited {
-				t.Fatalf("containerd gave up its clean-up: %v; the test wants %v", gaveUp, !tc.whileWaited)
+			if gaveUp := strings.Contains(logSince(t, logged.Size()), "failed to clean up leaked shim"); gaveUp != tc.givesUp {
+				t.Fatalf("containerd gave up its clean-up: %v; the test wants %v", gaveUp, tc.givesUp)
 			}
 			c = newCRI(t)
 			// The shim leaves once the container is deleted, not on its
