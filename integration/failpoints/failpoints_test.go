@@ -440,10 +440,6 @@ func TestCrashInCreate(t *testing.T) {
 		{name: "containerd-gives-up-first", givesUp: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			extraConfig := ""
-			if tc.givesUp {
-				extraConfig = "\n[timeouts]\n  \"io.containerd.timeout.shim.cleanup\" = \"1s\"\n"
-			}
 			c := newCRI(t)
 			pod := podConfig(t, "crash-in-create-"+tc.name)
 			before := baseline(t, c, "")
@@ -457,25 +453,24 @@ func TestCrashInCreate(t *testing.T) {
 			if err := bed.Daemon.Kill(); err != nil {
 				t.Fatal(err)
 			}
-			if err := bed.Daemon.WriteConfig("debug", extraConfig); err != nil {
-				t.Fatal(err)
+			if tc.givesUp {
+				if err := bed.Daemon.WriteConfig("debug", "\n[timeouts]\n  \"io.containerd.timeout.shim.cleanup\" = \"1s\"\n"); err != nil {
+					t.Fatal(err)
+				}
+				// containerd reads its timeouts at start-up only: the
+				// daemon is restarted with the suite's config afterwards.
+				t.Cleanup(func() {
+					if err := bed.Daemon.WriteConfig("debug", ""); err != nil {
+						t.Error(err)
+					}
+					if err := bed.Daemon.Stop(); err != nil {
+						t.Error(err)
+					}
+					if err := bed.Daemon.Start(context.Background()); err != nil {
+						t.Error(err)
+					}
+				})
 			}
-			// containerd reads its timeouts at start-up only: the
-			// daemon is restarted with the suite's config afterwards.
-			t.Cleanup(func() {
-				if !tc.givesUp {
-					return
-				}
-				if err := bed.Daemon.WriteConfig("debug", ""); err != nil {
-					t.Error(err)
-				}
-				if err := bed.Daemon.Stop(); err != nil {
-					t.Error(err)
-				}
-				if err := bed.Daemon.Start(context.Background()); err != nil {
-					t.Error(err)
-				}
-			})
 			started := make(chan error, 1)
 			go func() { started <- bed.Daemon.Start(context.Background()) }()
 			// containerd's start-up deletes the container it finds no
