@@ -250,6 +250,14 @@ func TestCRIOOMScoreIsClampedNotFailed(t *testing.T) {
 	if got != max(-999, floor) && got != -999 {
 		t.Fatalf("oom_score_adj %d; want -999, or the daemon's %d where it may not go lower", got, floor)
 	}
+	// The shim is one step likelier an OOM victim than the daemon.
+	data, err = os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", shimOf(t, uint32(c.pid(t, id)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shim, _ := strconv.Atoi(strings.TrimSpace(string(data))); shim != min(floor+1, 1000) {
+		t.Errorf("shim's oom_score_adj %d; want the daemon's %d + 1", shim, floor)
+	}
 }
 
 func TestCRIOOMKilledReason(t *testing.T) {

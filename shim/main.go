@@ -78,6 +78,9 @@ func run() error {
 
 	switch f.action {
 	case "start":
+		// containerd reads start's stdout and stderr together as its
+		// result: a log line would corrupt it. Failures are the error.
+		log.L.Logger.SetOutput(io.Discard)
 		input, err := io.ReadAll(io.LimitReader(os.Stdin, 10<<20))
 		if err != nil {
 			return fmt.Errorf("read bootstrap parameters: %w", err)

@@ -149,11 +149,6 @@ func start(ctx context.Context, f flags, params *bootapi.BootstrapParams) (_ *bo
 		return nil, fmt.Errorf("start shim: %w", err)
 	}
 	go func() { _ = cmd.Wait() }()
-	if err := adjustOOMScore(cmd.Process.Pid); err != nil {
-		// The shim works all the same; it is only less protected than
-		// its containers from the OOM killer.
-		log.G(ctx).WithError(err).Warn("adjust shim OOM score")
-	}
 	if _, err := done.Write([]byte{1}); err != nil {
 		return nil, fmt.Errorf("shim gone at start: %w", err)
 	}
@@ -186,10 +181,13 @@ func listen(path string) (*net.UnixListener, error) {
 	return nil, fmt.Errorf("create shim socket %s: address in use", path)
 }
 
-// adjustOOMScore makes the shim a slightly likelier OOM victim than
-// containerd, as every shim is: raising a score needs no privilege.
-func adjustOOMScore(pid int) error {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", os.Getppid()))
+// raiseOOMScore makes the shim a slightly likelier OOM victim than
+// containerd, as every shim is: raising a score needs no privilege. The
+// shim inherited containerd's score through `start`, and raises its own,
+// in the server: `start` may write nothing but its result, as containerd
+// reads its stdout and stderr together as the bootstrap result.
+func raiseOOMScore(path string) error {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
@@ -197,7 +195,10 @@ func adjustOOMScore(pid int) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte(strconv.Itoa(min(score+1, 1000))), 0)
+	if score >= 1000 {
+		return nil
+	}
+	return os.WriteFile(path, []byte(strconv.Itoa(score+1)), 0)
 }
 
 // cleanup is `containerd-shim-mine-v2 delete`: containerd runs it, with the

@@ -167,3 +167,25 @@ func TestDeleteReleasesClaim(t *testing.T) {
 		t.Fatalf("%d fresh claims left, want the other container's", n)
 	}
 }
+
+// The server raises the score it inherited from containerd by one, and
+// leaves the highest alone.
+func TestRaiseOOMScore(t *testing.T) {
+	for _, tc := range []struct{ from, want string }{
+		{"0\n", "1"},
+		{"-999\n", "-998"},
+		{"999", "1000"},
+		{"1000\n", "1000\n"},
+	} {
+		path := filepath.Join(t.TempDir(), "oom_score_adj")
+		if err := os.WriteFile(path, []byte(tc.from), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := raiseOOMScore(path); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(path); string(got) != tc.want {
+			t.Errorf("raiseOOMScore(%q) wrote %q, want %q", tc.from, got, tc.want)
+		}
+	}
+}

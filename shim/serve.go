@@ -33,6 +33,11 @@ func serve(ctx context.Context, f flags) error {
 	if logf, err := fifo.OpenFifoDup2(ctx, "log", unix.O_WRONLY, 0o700, int(os.Stderr.Fd())); err == nil {
 		log.L.Logger.SetOutput(logf)
 	}
+	if err := raiseOOMScore("/proc/self/oom_score_adj"); err != nil {
+		// The shim works all the same; it is only less protected than
+		// its containers from the OOM killer.
+		log.G(ctx).WithError(err).Warn("adjust shim OOM score")
+	}
 
 	signals := make(chan os.Signal, 32)
 	signal.Notify(signals, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT, unix.SIGPIPE)
