@@ -59,6 +59,11 @@ type Config struct {
 	// unless the pod sets those sysctls itself. Both on, as in containerd 2.x.
 	EnableUnprivilegedPorts bool `toml:"enable_unprivileged_ports"`
 	EnableUnprivilegedICMP  bool `toml:"enable_unprivileged_icmp"`
+	// CDISpecDirs are the directories of Container Device Interface spec
+	// files, which describe the devices (such as GPUs) that kubelet asks
+	// for by name for a container; for a device named in several, the
+	// later directory's spec wins. CDI is always on, as in containerd 2.x.
+	CDISpecDirs []string `toml:"cdi_spec_dirs"`
 	// StreamServerAddress and StreamServerPort are where exec, attach and
 	// port-forward streams are served; port "0" picks a free port.
 	StreamServerAddress string `toml:"stream_server_address"`
@@ -155,6 +160,7 @@ func Default() *Config {
 		StatsCollectPeriod:       "10s",
 		EnableUnprivilegedPorts:  true,
 		EnableUnprivilegedICMP:   true,
+		CDISpecDirs:              []string{"/etc/cdi", "/var/run/cdi"},
 		StreamServerAddress:      "127.0.0.1",
 		StreamServerPort:         "0",
 	}
@@ -190,6 +196,11 @@ func (c *Config) Validate() error {
 		}
 		if r.Options.Root != "" && !filepath.IsAbs(r.Options.Root) {
 			bad(key+".options.Root", "must be an absolute path, got %q", r.Options.Root)
+		}
+	}
+	for _, dir := range c.CDISpecDirs {
+		if !filepath.IsAbs(dir) {
+			bad("cdi_spec_dirs", "must be absolute paths, got %q", dir)
 		}
 	}
 	if c.Registry.ConfigPath != "" && !filepath.IsAbs(c.Registry.ConfigPath) {

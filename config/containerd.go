@@ -92,6 +92,7 @@ func FromContainerd(plugins map[string]any) (cfg *Config, tr Translation, found 
 	}
 	r.bool(&cfg.EnableUnprivilegedPorts, "enable_unprivileged_ports", criRuntime+".enable_unprivileged_ports", criGRPC+".enable_unprivileged_ports")
 	r.bool(&cfg.EnableUnprivilegedICMP, "enable_unprivileged_icmp", criRuntime+".enable_unprivileged_icmp", criGRPC+".enable_unprivileged_icmp")
+	r.strs(&cfg.CDISpecDirs, "cdi_spec_dirs", criRuntime+".cdi_spec_dirs", criGRPC+".cdi_spec_dirs")
 	r.str(&cfg.StreamServerAddress, "stream_server_address", criGRPC+".stream_server_address")
 	r.str(&cfg.StreamServerPort, "stream_server_port", criGRPC+".stream_server_port")
 
@@ -298,8 +299,7 @@ var why = map[string]string{
 	"sandbox_image":         "pods hold their namespaces without a pause image",
 	"enable_selinux":        "no SELinux support",
 	"disable_apparmor":      "AppArmor is applied where the kernel has it",
-	"enable_cdi":            "CDI devices are refused",
-	"cdi_spec_dirs":         "CDI devices are refused",
+	"enable_cdi":            "CDI is always on, as in containerd 2.x",
 }
 
 // ignored lists the leaves of the CRI sections that are set and not taken.

@@ -47,7 +47,7 @@ func TestLoadContainerdDefaults(t *testing.T) {
 				t.Errorf("the sandbox image is not reported ignored with its reason:\n%s", ignored)
 			}
 			took := strings.Join(l.Translation.Took, "\n")
-			for _, k := range []string{"max_container_log_line_size", "conf_dir", "stream_server_port", "runtimes.runc"} {
+			for _, k := range []string{"max_container_log_line_size", "conf_dir", "stream_server_port", "runtimes.runc", "cdi_spec_dirs"} {
 				if !strings.Contains(took, k) {
 					t.Errorf("%s not reported taken:\n%s", k, took)
 				}
@@ -142,6 +142,8 @@ func TestLoadRefuses(t *testing.T) {
 			`default_runtime_name: "kata" is not a runc handler`},
 		"bad translated value": {
 			"version = 3\n[plugins.'io.containerd.cri.v1.runtime']\n  max_container_log_line_size = -7\n", Section + ".max_container_log_line_size"},
+		"relative CDI spec directory": {
+			"version = 3\n[plugins.'io.containerd.cri.v1.runtime']\n  cdi_spec_dirs = ['cdi']\n", Section + ".cdi_spec_dirs"},
 		"bad mirror": {
 			"version = 2\n[plugins.'io.containerd.grpc.v1.cri'.registry.mirrors.'docker.io']\n  endpoint = ['ftp://mirror']\n", "registry.mirrors.docker.io.endpoint"},
 	} {
@@ -219,6 +221,16 @@ func TestTranslationDetails(t *testing.T) {
 	ignored := strings.Join(l.Translation.Ignored, "\n")
 	if strings.Contains(ignored, "hunter2") || !strings.Contains(ignored, "registry.auths.registry.example.com.password (value not shown)") {
 		t.Errorf("ignored:\n%s", ignored)
+	}
+	l, err = Load(context.Background(), write("version = 2\n[plugins.'io.containerd.grpc.v1.cri']\n  enable_cdi = true\n  cdi_spec_dirs = ['/opt/cdi']\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Config.CDISpecDirs; !reflect.DeepEqual(got, []string{"/opt/cdi"}) {
+		t.Errorf("cdi_spec_dirs %v, want [/opt/cdi]", got)
+	}
+	if ignored := strings.Join(l.Translation.Ignored, "\n"); !strings.Contains(ignored, "enable_cdi = true (CDI is always on") {
+		t.Errorf("enable_cdi not reported ignored with its reason:\n%s", ignored)
 	}
 	l, err = Load(context.Background(), write("version = 3\n[plugins.'io.containerd.grpc.v1.cri']\n  stream_server_port = '10010'\n"))
 	if err != nil {

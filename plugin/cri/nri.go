@@ -14,6 +14,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/mine-runtime/mine/plugin/cdi"
 	"github.com/mine-runtime/mine/plugin/nri"
 	ocispec "github.com/mine-runtime/mine/plugin/spec"
 )
@@ -207,7 +208,8 @@ func (s *Service) nriCreateContainer(ctx context.Context, sb *sandboxMeta, m *co
 	if err != nil {
 		return fmt.Errorf("NRI: %w", err)
 	}
-	if err := nri.Adjust(spec, resp.GetAdjust()); err != nil {
+	dirs := s.config().CDISpecDirs
+	if err := nri.Adjust(spec, resp.GetAdjust(), func(spec *specs.Spec, names []string) error { return cdi.Inject(spec, dirs, names) }); err != nil {
 		return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("NRI adjustment: %v", err))
 	}
 	if failed := s.applyNRIUpdates(ctx, resp.GetUpdate()); len(failed) > 0 {

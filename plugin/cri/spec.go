@@ -22,6 +22,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/mine-runtime/mine/config"
+	"github.com/mine-runtime/mine/plugin/cdi"
 	"github.com/mine-runtime/mine/plugin/podns"
 	"github.com/mine-runtime/mine/plugin/spec"
 )
@@ -33,6 +34,10 @@ func (s *Service) containerSpec(ctx context.Context, id string, cfg *runtimeapi.
 	var err error
 	// Refused before anything is looked up or made.
 	if err := spec.Validate(cfg, sb.config); err != nil {
+		return nil, err
+	}
+	devices, err := cdi.Requested(cfg)
+	if err != nil {
 		return nil, err
 	}
 	sc := cfg.GetLinux().GetSecurityContext()
@@ -89,6 +94,11 @@ func (s *Service) containerSpec(ctx context.Context, id string, cfg *runtimeapi.
 		}
 	}
 	out, err := spec.Generate(in, &host)
+	if err == nil {
+		// Last, as in containerd: a device's edits add to what the
+		// request asked for.
+		err = cdi.Inject(out, conf.CDISpecDirs, devices)
+	}
 	if err == nil && out.Process.ApparmorProfile == spec.DefaultAppArmorProfile {
 		// Loaded on first use (apparmor_parser), and again if the node
 		// unloaded it; a failure fails this container, not the runtime.

@@ -134,11 +134,9 @@ func (r *Runtime) BlockSync() (unblock func()) {
 }
 
 // Adjust applies a plugin's adjustment of a container being created to
-// its spec. CDI devices are refused: mine injects none.
-func Adjust(spec *specs.Spec, adjust *adaptation.ContainerAdjustment) error {
-	g := nrigen.SpecGenerator(specEditor{spec}, nrigen.WithCDIDeviceInjector(func(_ *specs.Spec, names []string) error {
-		return fmt.Errorf("NRI plugin asked for CDI devices %v: CDI is not supported", names)
-	}))
+// its spec; injectCDI gives it the CDI devices a plugin adds.
+func Adjust(spec *specs.Spec, adjust *adaptation.ContainerAdjustment, injectCDI func(*specs.Spec, []string) error) error {
+	g := nrigen.SpecGenerator(specEditor{spec}, nrigen.WithCDIDeviceInjector(injectCDI))
 	return g.Adjust(adjust)
 }
 

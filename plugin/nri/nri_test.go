@@ -1,6 +1,7 @@
 package nri
 
 import (
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -56,7 +57,8 @@ func TestAdjust(t *testing.T) {
 	a.SetLinuxCPUShares(512)
 	a.SetLinuxMemoryLimit(1 << 20)
 	a.AddRlimit("RLIMIT_NOFILE", 100, 50)
-	if err := Adjust(spec, a); err != nil {
+	noCDI := func(*specs.Spec, []string) error { t.Error("CDI injector called with no CDI device"); return nil }
+	if err := Adjust(spec, a, noCDI); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(spec.Process.Env, []string{"PATH=/usr/bin", "KEEP=1", "NEW=x"}) {
@@ -76,9 +78,23 @@ func TestAdjust(t *testing.T) {
 		t.Errorf("rlimits: %+v", spec.Process.Rlimits)
 	}
 
+	// A plugin's CDI devices go to the injector, which edits the spec;
+	// its failure fails the adjustment.
 	cdi := &api.ContainerAdjustment{}
 	cdi.AddCDIDevice(&api.CDIDevice{Name: "vendor.com/gpu=0"})
-	if err := Adjust(spec, cdi); err == nil {
-		t.Error("CDI devices should be refused")
+	var injected []string
+	inject := func(s *specs.Spec, names []string) error {
+		injected = names
+		s.Process.Env = append(s.Process.Env, "GPU=0")
+		return nil
+	}
+	if err := Adjust(spec, cdi, inject); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(injected, []string{"vendor.com/gpu=0"}) || !slices.Contains(spec.Process.Env, "GPU=0") {
+		t.Errorf("injected %v, env %q", injected, spec.Process.Env)
+	}
+	if err := Adjust(spec, cdi, func(*specs.Spec, []string) error { return errors.New("no such device") }); err == nil {
+		t.Error("a failed CDI injection should fail the adjustment")
 	}
 }

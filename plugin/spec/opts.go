@@ -123,11 +123,6 @@ func Validate(cfg *runtimeapi.ContainerConfig, pod *runtimeapi.PodSandboxConfig)
 			return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("mount onto %s: only the files lxcfs-style mounts replace may be mounted over in /proc", dst))
 		}
 	}
-	if len(cfg.GetCDIDevices()) > 0 {
-		// Refused rather than dropped: a workload would run without the
-		// devices it was given.
-		return errdefs.ErrNotImplemented.WithMessage("CDI devices are not supported by this runtime yet")
-	}
 	return nil
 }
 

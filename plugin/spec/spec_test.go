@@ -620,9 +620,6 @@ func TestSpecRefuses(t *testing.T) {
 			c.Config.Mounts[0].RecursiveReadOnly = true
 			c.Config.Mounts[0].Readonly = true
 		}, errdefs.ErrInvalidArgument},
-		{"CDI devices, which would be dropped", func(c *Container) {
-			c.Config.CDIDevices = []*runtimeapi.CDIDevice{{Name: "vendor.com/gpu=0"}}
-		}, errdefs.ErrNotImplemented},
 		{"a plain directory mounted onto /proc", func(c *Container) {
 			c.Config.Mounts[0].ContainerPath = "/proc"
 		}, errdefs.ErrInvalidArgument},
