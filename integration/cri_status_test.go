@@ -365,7 +365,8 @@ func TestCRIPodInitExitEndsItsContainers(t *testing.T) {
 }
 
 // TestCRIUpdatePodSandboxResources records a resized pod's resources, as
-// kubelet reports an in-place resize, and refuses an unknown pod.
+// kubelet reports an in-place resize, leaves its cgroup as kubelet set it,
+// and refuses an unknown pod.
 func TestCRIUpdatePodSandboxResources(t *testing.T) {
 	c := newCRI(t)
 	ctx := testContext(t)
@@ -393,8 +394,9 @@ func TestCRIUpdatePodSandboxResources(t *testing.T) {
 		t.Errorf("recorded pod config %v", info.Config.GetLinux())
 	}
 
-	// A pod with a cgroup parent, as kubelet makes one: the new
-	// resources are in its cgroup.
+	// A pod with a cgroup parent, as kubelet makes one. kubelet resizes
+	// it first, to the containers' sum plus the pod's overhead, then
+	// reports the sum without the overhead: the cgroup keeps kubelet's.
 	parent := fmt.Sprintf("/mine-test-resize-%d", os.Getpid())
 	t.Cleanup(func() {
 		dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + parent)
@@ -407,16 +409,23 @@ func TestCRIUpdatePodSandboxResources(t *testing.T) {
 	pod.Linux.CgroupParent = parent
 	podID = c.runPod(t, pod)
 	c.startContainer(t, podID, pod, containerConfig("main", "sleep 1000"))
+	kubelets := map[string]string{"cpu/cpu.shares": "333", "memory/memory.limit_in_bytes": "209715200"}
+	for file, value := range kubelets {
+		if err := os.WriteFile(filepath.Join("/sys/fs/cgroup", filepath.Dir(file), parent, filepath.Base(file)), []byte(value), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := c.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{
 		PodSandboxId: podID,
-		Resources:    &runtimeapi.LinuxContainerResources{CpuShares: 333, MemoryLimitInBytes: 200 << 20},
+		Resources:    &runtimeapi.LinuxContainerResources{CpuShares: 300, MemoryLimitInBytes: 150 << 20},
+		Overhead:     &runtimeapi.LinuxContainerResources{CpuShares: 33, MemoryLimitInBytes: 50 << 20},
 	}); err != nil {
 		t.Fatal(err)
 	}
-	for file, want := range map[string]string{"cpu/cpu.shares": "333", "memory/memory.limit_in_bytes": "209715200"} {
+	for file, want := range kubelets {
 		data, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", filepath.Dir(file), parent, filepath.Base(file)))
 		if err != nil || strings.TrimSpace(string(data)) != want {
-			t.Errorf("the pod cgroup's %s: %q (%v), want %s", file, data, err, want)
+			t.Errorf("the pod cgroup's %s: %q (%v), want kubelet's %s", file, data, err, want)
 		}
 	}
 }
