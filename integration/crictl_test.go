@@ -153,6 +153,37 @@ func TestCrictlPortForward(t *testing.T) {
 	if reply := firstReply(t, "the forwarded port to answer", fmt.Sprintf("127.0.0.1:%d", local)); reply != "forwarded-from-the-pod\n" {
 		t.Fatalf("forwarded port answered %q", reply)
 	}
+
+	// A server on the pod's IPv6 loopback alone is reached too.
+	c.startContainer(t, podID, pod, containerConfig("server6", "mkdir /www && echo served-on-ipv6 > /www/index.html && exec httpd -f -p '[::1]:8081' -h /www"))
+	if l, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	local6 := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd6 := exec.Command("crictl", "--runtime-endpoint", "unix://"+daemon.Address, "port-forward", podID, fmt.Sprintf("%d:8081", local6))
+	if err := cmd6.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd6.Process.Kill(); cmd6.Wait() })
+	var reply string
+	waitFor(t, "the forwarded IPv6 port to answer", 10*time.Second, func() bool {
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", local6), time.Second)
+		if err != nil {
+			return false
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := conn.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
+			return false
+		}
+		data, _ := io.ReadAll(conn)
+		reply = string(data)
+		return reply != ""
+	})
+	if !strings.Contains(reply, "served-on-ipv6") {
+		t.Fatalf("forwarded IPv6 port answered %q", reply)
+	}
 }
 
 // TestCrictlAttach attaches to a shell started with stdin: what is typed

@@ -146,8 +146,8 @@ func nilIfNoWriter(w io.WriteCloser) io.Writer {
 	return w
 }
 
-// PortForward connects the stream to a port on the pod's loopback, from
-// inside the pod's network namespace.
+// PortForward connects the stream to a port on the pod's loopback (IPv4's,
+// else IPv6's), from inside the pod's network namespace.
 func (rt streamRuntime) PortForward(ctx context.Context, podSandboxID string, port int32, stream io.ReadWriteCloser) error {
 	s := rt.s
 	ctx = s.nsContext(ctx)
@@ -158,7 +158,17 @@ func (rt streamRuntime) PortForward(ctx context.Context, podSandboxID string, po
 	if port <= 0 || port > 65535 {
 		return errdefs.ErrInvalidArgument.WithMessage("invalid port " + strconv.Itoa(int(port)))
 	}
+	// IPv4's loopback first, then IPv6's, as containerd does: a server
+	// may listen on ::1 or on [::] with IPV6_V6ONLY only.
 	conn, err := dialInNetNS(sb.Namespaces.Net, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+	if err != nil {
+		var err6 error
+		if conn, err6 = dialInNetNS(sb.Namespaces.Net, net.JoinHostPort("::1", strconv.Itoa(int(port)))); err6 != nil {
+			err = fmt.Errorf("%w; %w", err, err6)
+		} else {
+			err = nil
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("connect to port %d of pod %s: %w", port, podSandboxID, err)
 	}
