@@ -361,6 +361,9 @@ func TestCrash(t *testing.T) {
 			tc := struct{ name string }{name}
 			c := newCRI(t)
 			pod := podConfig(t, "crash-"+tc.name)
+			// portmap's rules go only with a CNI DEL told the pod's
+			// port mappings, after a restart too.
+			pod.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 80, HostPort: 30080}}
 			before := baseline(t, c, "")
 			var podID string
 			if tc.name == fp.ContainerRecord || tc.name == fp.CNIDel {

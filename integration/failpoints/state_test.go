@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -72,6 +73,7 @@ func takeState(t *testing.T, c *cri, logDir string) hostState {
 		}
 	}
 	h["IP allocations"] = ips
+	h["host port chains"] = hostPortChains(t)
 	h["cgroups"] = subdirs("/sys/fs/cgroup/pids/k8s.io")
 	h["shims"] = len(bed.Daemon.Shims())
 	if logDir != "" {
@@ -85,6 +87,23 @@ func takeState(t *testing.T, c *cri, logDir string) hostState {
 		h["log files"] = logs
 	}
 	return h
+}
+
+// hostPortChains counts portmap's per-pod chains (CNI-DN-*), one for each
+// pod with host ports.
+func hostPortChains(t *testing.T) int {
+	t.Helper()
+	out, err := exec.Command("iptables", "-w", "-t", "nat", "-S").Output()
+	if err != nil {
+		t.Fatalf("iptables -t nat -S: %v", err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "-N CNI-DN-") {
+			n++
+		}
+	}
+	return n
 }
 
 func entries(dir string) int { return len(names(dir)) }

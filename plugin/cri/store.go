@@ -244,8 +244,15 @@ func (s *Service) recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer s.sweepOrphanSandboxes(ctx)
 	defer s.sweepOrphanSnapshots(ctx, list)
+	// A pod with a record is no orphan, whether or not it loads here: a
+	// record that fails to load must not cost a running pod its network.
+	recorded := map[string]bool{}
+	for _, c := range list {
+		recorded[c.ID()] = true
+	}
+	unfinished := map[string]*runtimeapi.PodSandboxConfig{}
+	defer func() { s.sweepOrphanSandboxes(ctx, recorded, unfinished) }()
 	for _, c := range list {
 		labels, err := c.Labels(ctx)
 		if err != nil {
@@ -253,28 +260,38 @@ func (s *Service) recover(ctx context.Context) error {
 		}
 		switch labels[labelKind] {
 		case kindSandbox:
-			if _, m, err := s.loadSandbox(ctx, c.ID()); err == nil {
-				if m.Unfinished {
-					// Its namespaces, network and files go with the
-					// orphans' (sweepOrphanSandboxes).
-					s.removeUnfinishedSandbox(ctx, c)
-					continue
-				}
-				s.records.putSandbox(m)
-				s.names.add(kindSandbox, m.Name, m.ID)
-				if m.Ready && m.Init == nil {
-					// Its statistics init was still due, or being
-					// started, when the daemon stopped.
-					go s.startStatsInit(context.WithoutCancel(ctx), m.ID, nil)
-				}
+			_, m, err := s.loadSandbox(ctx, c.ID())
+			if err != nil {
+				log.G(ctx).WithError(err).WithField("id", c.ID()).Warn("a pod's record does not load; it is left as it is")
+				continue
+			}
+			if m.Unfinished {
+				// Its namespaces, network and files go with the
+				// orphans' (sweepOrphanSandboxes), its network torn
+				// down with its config: portmap removes a pod's
+				// host port rules only when told its port mappings.
+				delete(recorded, m.ID)
+				unfinished[m.ID] = m.config
+				s.removeUnfinishedSandbox(ctx, c)
+				continue
+			}
+			s.records.putSandbox(m)
+			s.names.add(kindSandbox, m.Name, m.ID)
+			if m.Ready && m.Init == nil {
+				// Its statistics init was still due, or being
+				// started, when the daemon stopped.
+				go s.startStatsInit(context.WithoutCancel(ctx), m.ID, nil)
 			}
 		case kindContainer:
-			if _, m, err := s.loadContainer(ctx, c.ID()); err == nil {
-				s.records.putContainer(m)
-				s.names.add(kindContainer, m.Name, m.ID)
-				if m.StartedAt == 0 && m.FinishedAt == 0 {
-					deleteUnstartedTask(ctx, c)
-				}
+			_, m, err := s.loadContainer(ctx, c.ID())
+			if err != nil {
+				log.G(ctx).WithError(err).WithField("id", c.ID()).Warn("a container's record does not load; it is left as it is")
+				continue
+			}
+			s.records.putContainer(m)
+			s.names.add(kindContainer, m.Name, m.ID)
+			if m.StartedAt == 0 && m.FinishedAt == 0 {
+				deleteUnstartedTask(ctx, c)
 			}
 		}
 	}
@@ -357,20 +374,23 @@ func nowNano() int64 { return time.Now().UnixNano() }
 
 // sweepOrphanSandboxes releases what a RunPodSandbox that never finished
 // (the daemon died in it) left behind: pinned namespaces, the pod's
-// /dev/shm, its CNI attachment (and so its IP), its files.
-func (s *Service) sweepOrphanSandboxes(ctx context.Context) {
+// /dev/shm, its CNI attachment (and so its IP and host port rules), its
+// files. Pods with a record are left alone; unfinished holds the configs
+// of the unfinished pods whose records recover removed (a pod the daemon
+// died in before its record was made had no CNI ADD yet).
+func (s *Service) sweepOrphanSandboxes(ctx context.Context, recorded map[string]bool, unfinished map[string]*runtimeapi.PodSandboxConfig) {
 	entries, err := os.ReadDir(filepath.Join(s.stateDir, "sandboxes"))
 	if err != nil {
 		return
 	}
-	known := map[string]bool{}
-	for _, id := range s.names.list(kindSandbox) {
-		known[id] = true
-	}
 	for _, e := range entries {
 		id := e.Name()
-		if known[id] {
+		if recorded[id] {
 			continue
+		}
+		cfg := unfinished[id]
+		if cfg == nil {
+			cfg = &runtimeapi.PodSandboxConfig{}
 		}
 		dir := s.sandboxStateDir(id)
 		paths := podns.Paths{}
@@ -380,7 +400,7 @@ func (s *Service) sweepOrphanSandboxes(ctx context.Context) {
 			}
 		}
 		if paths.Net != "" {
-			if err := s.network.teardown(ctx, id, paths.Net, &runtimeapi.PodSandboxConfig{}); err != nil {
+			if err := s.network.teardown(ctx, id, paths.Net, cfg); err != nil {
 				log.G(ctx).WithError(err).WithField("id", id).Warn("CNI DEL for an unfinished pod")
 			}
 		}
