@@ -2,12 +2,15 @@ package shim
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/containerd/cgroups/v3/cgroup2"
 	eventstypes "github.com/containerd/containerd/api/events"
 	"github.com/containerd/containerd/api/types"
 	runc "github.com/containerd/go-runc"
@@ -196,4 +199,24 @@ func TestExitWaitsForStartEvent(t *testing.T) {
 	if _, ok := got[1].(*eventstypes.TaskExit); !ok {
 		t.Fatalf("second event %T, want TaskExit", got[1])
 	}
+}
+
+// A Delete retried after its unmount failed stops the container's OOM
+// watch again: on cgroup v2, a second close of its channel would have
+// ended the shim.
+func TestOOMWatchStopsTwice(t *testing.T) {
+	s, _, _ := testService(t)
+	mountpoint := "/sys/fs/cgroup/unified" // this machine's hybrid layout
+	if _, err := os.Stat(filepath.Join(mountpoint, "cgroup.controllers")); err != nil {
+		mountpoint = "/sys/fs/cgroup"
+	}
+	group := fmt.Sprintf("/mine-test-oom-%d", os.Getpid())
+	cg, err := cgroup2.NewManager(mountpoint, group, &cgroup2.Resources{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cg.Delete() })
+	stop := s.watchOOM("ctr", cg)
+	stop()
+	stop()
 }

@@ -2,6 +2,7 @@ package shim
 
 import (
 	"os"
+	"sync"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
@@ -13,8 +14,13 @@ import (
 
 // watchOOM publishes TaskOOM whenever the kernel's OOM killer acts in a
 // container's cgroup: on cgroup v1 through the memory controller's OOM
-// eventfd, on v2 through memory.events. It returns what stops watching.
+// eventfd, on v2 through memory.events. It returns what stops watching,
+// which may be called again: a Delete whose unmount failed is retried.
 func (s *service) watchOOM(id string, cg any) func() {
+	return sync.OnceFunc(s.startOOMWatch(id, cg))
+}
+
+func (s *service) startOOMWatch(id string, cg any) func() {
 	oom := func() { s.publish(runtime.TaskOOMEventTopic, &eventstypes.TaskOOM{ContainerID: id}) }
 	switch cg := cg.(type) {
 	case cgroup1.Cgroup:
