@@ -23,6 +23,12 @@ import (
 // the pipe open, and then the exit must not wait for it.
 const drainTimeout = 500 * time.Millisecond
 
+// deleteDrain bounds how much longer a Delete waits for the output copies
+// before it closes the pipes, as containerd's runc shim waits in delete:
+// a reader slower than drainTimeout (kubectl cp over a slow link) still
+// gets the output's end.
+const deleteDrain = 2 * time.Second
+
 // stdinGrace is how long CloseIO lets the client's last stdin bytes
 // arrive when the client has not closed its end of the FIFO.
 const stdinGrace = time.Second
@@ -214,12 +220,23 @@ func (pio *processIO) closeStdin() {
 }
 
 // drain waits, boundedly, for the output copies to reach end of file.
-func (pio *processIO) drain() {
+func (pio *processIO) drain() { pio.waitCopies(drainTimeout) }
+
+// closeAfterCopies is a Delete's Close: the copies get up to deleteDrain
+// more to finish first.
+func (pio *processIO) closeAfterCopies() error {
+	pio.waitCopies(deleteDrain)
+	return pio.Close()
+}
+
+func (pio *processIO) waitCopies(timeout time.Duration) {
 	done := make(chan struct{})
 	go func() { pio.copies.Wait(); close(done) }()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
 	select {
 	case <-done:
-	case <-time.After(drainTimeout):
+	case <-timer.C:
 	}
 }
 

@@ -1,11 +1,13 @@
 package shim
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	runc "github.com/containerd/go-runc"
 	"golang.org/x/sys/unix"
@@ -125,5 +127,40 @@ func TestCloseIOEndsStdin(t *testing.T) {
 	rest := make([]byte, 4)
 	if _, err := io.ReadFull(stdout, rest); err != nil || string(rest) != "eof\n" {
 		t.Fatalf("after CloseIO stdout %q, %v", rest, err)
+	}
+}
+
+// A reader slower than the exit's drain still gets the whole output: a
+// Delete lets the copies finish before it closes the pipes.
+func TestDeleteLetsASlowReaderFinish(t *testing.T) {
+	paths := fifos(t)
+	const size = 120 << 10 // more than a pipe or a FIFO holds, less than both and the copy's buffer
+	pio, cmd := startWithStdio(t, paths, fmt.Sprintf("head -c %d /dev/zero", size))
+	stdout, err := os.Open(paths.stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdout.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	pio.drain() // the exit's: nobody reads yet, so it gives up
+	read := make(chan int)
+	go func() {
+		n := 0
+		buf := make([]byte, 16<<10)
+		for {
+			time.Sleep(50 * time.Millisecond) // a slow reader
+			m, err := stdout.Read(buf)
+			n += m
+			if err != nil {
+				read <- n
+				return
+			}
+		}
+	}()
+	pio.closeAfterCopies()
+	if n := <-read; n != size {
+		t.Fatalf("the reader got %d bytes of %d", n, size)
 	}
 }

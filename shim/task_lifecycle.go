@@ -552,7 +552,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		s.mu.Unlock()
 		<-p.exited
 		if p.io != nil {
-			p.io.Close()
+			p.io.closeAfterCopies()
 		}
 		return &taskAPI.DeleteResponse{Pid: uint32(p.pid), ExitStatus: uint32(p.exitCode), ExitedAt: protobuf.ToTimestamp(exitTime(p))}, nil
 	}
@@ -596,7 +596,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	} else if !unmade {
 		<-p.exited
 	}
-	p.io.Close()
+	p.io.closeAfterCopies()
 	if c.stopOOMWatch != nil {
 		c.stopOOMWatch()
 	}
