@@ -206,7 +206,8 @@ func (nopWriteCloser) Close() error { return nil }
 // closeStdin is the task API's CloseIO: the process reads EOF once what
 // the client wrote has been copied. Clients close their end of the FIFO
 // before they call CloseIO, so the copy normally ends by itself; a client
-// that keeps it open has it closed after stdinGrace.
+// that keeps it open has it closed after stdinGrace. It returns within
+// twice stdinGrace.
 func (pio *processIO) closeStdin() {
 	if pio.stdinDone == nil {
 		return
@@ -215,7 +216,13 @@ func (pio *processIO) closeStdin() {
 	case <-pio.stdinDone:
 	case <-time.After(stdinGrace):
 		pio.stdinR.Close()
-		<-pio.stdinDone
+		// A process that does not read its stdin holds the copy in a
+		// write to the full pipe until it exits: CloseIO does not wait
+		// for that.
+		select {
+		case <-pio.stdinDone:
+		case <-time.After(stdinGrace):
+		}
 	}
 }
 

@@ -130,6 +130,30 @@ func TestCloseIOEndsStdin(t *testing.T) {
 	}
 }
 
+// CloseIO returns even when the process reads none of its stdin and the
+// copy is stuck writing to the full pipe.
+func TestCloseIOReturnsWhenStdinIsNotRead(t *testing.T) {
+	paths := fifos(t)
+	paths.stdout, paths.stderr = "", ""
+	pio, cmd := startWithStdio(t, paths, "exec sleep 600")
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	stdin, err := os.OpenFile(paths.stdin, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close() })
+	// More than the pipe and the FIFO hold: the copy blocks in its
+	// write, and so does this one once the FIFO is full.
+	go stdin.Write(make([]byte, 256<<10))
+	closed := make(chan struct{})
+	go func() { pio.closeStdin(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("CloseIO still waits for a process that does not read its stdin")
+	}
+}
+
 // A reader slower than the exit's drain still gets the whole output: a
 // Delete lets the copies finish before it closes the pipes.
 func TestDeleteLetsASlowReaderFinish(t *testing.T) {
