@@ -56,13 +56,14 @@ if ! has_version "$GOBIN/runc" "runc version ${RUNC_VERSION#v}"; then
 	go install -tags seccomp "github.com/opencontainers/runc@$RUNC_VERSION"
 fi
 
-if [ ! -x "$CNI_BIN_DIR/bridge" ] || [ ! -x "$CNI_BIN_DIR/portmap" ] || [ ! -x "$CNI_BIN_DIR/host-local" ] || [ ! -x "$CNI_BIN_DIR/loopback" ]; then
-	log "building CNI plugins $CNI_VERSION"
-	mkdir -p "$CNI_BIN_DIR"
-	for p in main/bridge main/loopback main/ptp ipam/host-local meta/portmap meta/firewall meta/tuning; do
+cni_plugins=(main/bridge main/loopback main/ptp ipam/host-local meta/portmap meta/firewall meta/tuning meta/bandwidth)
+for p in "${cni_plugins[@]}"; do
+	if [ ! -x "$CNI_BIN_DIR/${p#*/}" ]; then
+		log "building CNI plugin ${p#*/} $CNI_VERSION"
+		mkdir -p "$CNI_BIN_DIR"
 		GOBIN="$CNI_BIN_DIR" go install "github.com/containernetworking/plugins/plugins/$p@$CNI_VERSION"
-	done
-fi
+	fi
+done
 
 # Stock containerd binaries: ctr for the CLI tests and demo, the runc shim as
 # the baseline our shim is measured against.

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"sync"
 
 	gocni "github.com/containerd/go-cni"
 	"github.com/containerd/log"
+	"k8s.io/apimachinery/pkg/api/resource"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/mine-runtime/mine/config"
@@ -58,6 +60,9 @@ func (n *network) status() error {
 	return n.cni.Status()
 }
 
+// cniOpts are the arguments and capabilities a pod's CNI ADD and DEL
+// get, those containerd's CRI gives: port mappings, DNS, bandwidth, the
+// pod's annotations and its cgroup parent.
 func cniOpts(id string, cfg *runtimeapi.PodSandboxConfig) []gocni.NamespaceOpts {
 	md := cfg.GetMetadata()
 	opts := []gocni.NamespaceOpts{gocni.WithLabels(map[string]string{
@@ -66,7 +71,7 @@ func cniOpts(id string, cfg *runtimeapi.PodSandboxConfig) []gocni.NamespaceOpts 
 		"K8S_POD_INFRA_CONTAINER_ID": id,
 		"K8S_POD_UID":                md.GetUid(),
 		"IgnoreUnknown":              "1",
-	})}
+	}), gocni.WithCapability(podAnnotationsCapability, cfg.GetAnnotations())}
 	var ports []gocni.PortMapping
 	for _, p := range cfg.GetPortMappings() {
 		if p.HostPort <= 0 {
@@ -85,7 +90,67 @@ func cniOpts(id string, cfg *runtimeapi.PodSandboxConfig) []gocni.NamespaceOpts 
 	if dns := cfg.GetDnsConfig(); dns != nil {
 		opts = append(opts, gocni.WithCapabilityDNS(gocni.DNS{Servers: dns.Servers, Searches: dns.Searches, Options: dns.Options}))
 	}
+	// RunPodSandbox refused a pod whose bandwidth does not parse.
+	if bw, err := podBandwidth(cfg.GetAnnotations()); err == nil && bw != nil {
+		opts = append(opts, gocni.WithCapabilityBandWidth(*bw))
+	}
+	if parent := cfg.GetLinux().GetCgroupParent(); parent != "" {
+		opts = append(opts, gocni.WithCapabilityCgroupPath(parent))
+	}
 	return opts
+}
+
+// podAnnotationsCapability hands CNI plugins that ask for it the pod's
+// annotations, under containerd's name.
+const podAnnotationsCapability = "io.kubernetes.cri.pod-annotations"
+
+// The annotations kubelet passes a pod's traffic shaping in.
+const (
+	ingressBandwidthAnnotation = "kubernetes.io/ingress-bandwidth"
+	egressBandwidthAnnotation  = "kubernetes.io/egress-bandwidth"
+)
+
+// podBandwidth is the pod's traffic shaping for CNI's bandwidth plugin, in
+// bits per second, nil when no annotation asks for any.
+func podBandwidth(annotations map[string]string) (*gocni.BandWidth, error) {
+	ingress, err := bandwidthRate(annotations, ingressBandwidthAnnotation)
+	if err != nil {
+		return nil, err
+	}
+	egress, err := bandwidthRate(annotations, egressBandwidthAnnotation)
+	if err != nil {
+		return nil, err
+	}
+	if ingress == 0 && egress == 0 {
+		return nil, nil
+	}
+	// As containerd: no burst limit to speak of.
+	bw := &gocni.BandWidth{}
+	if ingress != 0 {
+		bw.IngressRate, bw.IngressBurst = ingress, math.MaxUint32
+	}
+	if egress != 0 {
+		bw.EgressRate, bw.EgressBurst = egress, math.MaxUint32
+	}
+	return bw, nil
+}
+
+// bandwidthRate is the rate an annotation asks for, 0 where it is not
+// set. One that does not parse, or is below 1 kbit/s or above 1 Pbit/s,
+// is InvalidArgument, as containerd refuses it.
+func bandwidthRate(annotations map[string]string, key string) (uint64, error) {
+	v, ok := annotations[key]
+	if !ok {
+		return 0, nil
+	}
+	q, err := resource.ParseQuantity(v)
+	if err != nil {
+		return 0, invalid(fmt.Sprintf("annotation %s: %q is not a rate: %v", key, v, err))
+	}
+	if q.Cmp(resource.MustParse("1k")) < 0 || q.Cmp(resource.MustParse("1P")) > 0 {
+		return 0, invalid(fmt.Sprintf("annotation %s: %s is outside 1k to 1P bits per second", key, v))
+	}
+	return uint64(q.Value()), nil
 }
 
 // setup runs CNI ADD for a pod and returns its IPs, IPv4 first.

@@ -1,10 +1,12 @@
 package cri
 
 import (
+	"math"
 	"net"
 	"slices"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	gocni "github.com/containerd/go-cni"
 )
 
@@ -33,5 +35,26 @@ func TestPodIPsAreThePodInterfacesIPv4First(t *testing.T) {
 	delete(result.Interfaces, "eth0")
 	if _, err := podIPs(result); err == nil {
 		t.Error("a result without the pod's interface gave IPs")
+	}
+}
+
+func TestPodBandwidth(t *testing.T) {
+	bw, err := podBandwidth(map[string]string{ingressBandwidthAnnotation: "1M", egressBandwidthAnnotation: "2.5M", "other": "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (gocni.BandWidth{IngressRate: 1000000, IngressBurst: math.MaxUint32, EgressRate: 2500000, EgressBurst: math.MaxUint32}); bw == nil || *bw != want {
+		t.Errorf("bandwidth %+v, want %+v", bw, want)
+	}
+	if bw, err := podBandwidth(map[string]string{egressBandwidthAnnotation: "10k"}); err != nil || bw == nil || bw.IngressRate != 0 || bw.EgressRate != 10000 {
+		t.Errorf("egress alone: %+v, %v", bw, err)
+	}
+	if bw, err := podBandwidth(nil); bw != nil || err != nil {
+		t.Errorf("no annotation: %+v, %v", bw, err)
+	}
+	for _, v := range []string{"fast", "999", "2P"} {
+		if _, err := podBandwidth(map[string]string{ingressBandwidthAnnotation: v}); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("ingress %q: %v, want InvalidArgument", v, err)
+		}
 	}
 }

@@ -58,6 +58,9 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	if err := validMetadataSize(cfg.GetLabels(), cfg.GetAnnotations()); err != nil {
 		return nil, toStatus(err)
 	}
+	if _, err := podBandwidth(cfg.GetAnnotations()); err != nil {
+		return nil, toStatus(err)
+	}
 	s.reloadMu.RLock()
 	defer s.reloadMu.RUnlock()
 	handler, rt, err := s.runtimeFor(r.GetRuntimeHandler())
