@@ -67,7 +67,8 @@ func TestCRIPodBandwidth(t *testing.T) {
 	}
 }
 
-// shaping lists the host's token-bucket qdiscs and ifb devices.
+// shaping lists the host's token-bucket qdiscs and the bandwidth plugin's
+// ifb devices (bwp...; loading the ifb module also makes ifb0 and ifb1).
 func shaping(t *testing.T) string {
 	t.Helper()
 	var lines []string
@@ -77,7 +78,7 @@ func shaping(t *testing.T) string {
 			t.Fatalf("%v: %v: %s", args, err, out)
 		}
 		for _, line := range strings.Split(string(out), "\n") {
-			if strings.Contains(line, "tbf") || strings.Contains(line, "ifb") {
+			if strings.Contains(line, "tbf") || strings.Contains(line, ": bwp") {
 				lines = append(lines, line)
 			}
 		}
