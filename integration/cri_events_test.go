@@ -3,9 +3,11 @@ package integration
 import (
 	"context"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/api/services/tasks/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -78,6 +80,11 @@ func TestCRIContainerEvents(t *testing.T) {
 			if ev.CreatedAt == 0 {
 				t.Errorf("event %v has no time", ev)
 			}
+			// kubelet drops an event without its pod's status: a
+			// deletion's too.
+			if ev.PodSandboxStatus.GetMetadata().GetUid() != pod.Metadata.Uid {
+				t.Errorf("%s event of %s without its pod's status: %v", ev.ContainerEventType, ev.ContainerId, ev.PodSandboxStatus)
+			}
 		case <-deadline:
 			t.Fatalf("events after 20s: container %v, pod %v", got[id], got[podID])
 		}
@@ -86,5 +93,45 @@ func TestCRIContainerEvents(t *testing.T) {
 		if !slices.Equal(seen, all) {
 			t.Errorf("%s events %v, want %v", who, seen, all)
 		}
+	}
+}
+
+// A pod whose init dies is stopped for kubelet at once: its evented PLEG
+// hears of it from a CONTAINER_STOPPED_EVENT of the pod, with its status
+// NOTREADY, rather than at its next relist.
+func TestCRIPodInitExitIsAnEvent(t *testing.T) {
+	c := newCRI(t)
+	ctx, cancel := context.WithCancel(testContext(t))
+	defer cancel()
+	stream, err := c.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := podConfig(t, "init-dies")
+	// Its init starts within RunPodSandbox.
+	pod.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+	podID := c.runPod(t, pod)
+	task, err := criClient(t).TaskService().Get(ctx, &tasks.GetRequest{ContainerID: podID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(int(task.Process.Pid), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("no stop event of the pod: %v", err)
+		}
+		if ev.ContainerId == podID && ev.ContainerEventType == runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT {
+			if st := ev.PodSandboxStatus.GetState(); st != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+				t.Errorf("the pod's status in its stop event: %s", st)
+			}
+			break
+		}
+	}
+	list, err := c.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{Id: podID}})
+	if err != nil || len(list.Items) != 1 || list.Items[0].State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+		t.Fatalf("listed after its init died: %v, %v", list, err)
 	}
 }

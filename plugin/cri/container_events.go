@@ -40,6 +40,10 @@ type lifecycleEvent struct {
 	id, sandboxID string // sandboxID == id for a pod's own events
 	typ           runtimeapi.ContainerEventType
 	at            int64
+	// resp is a deletion's response, built when it is published: the
+	// records are gone by the time it is sent, and kubelet drops an
+	// event without the pod's status.
+	resp *runtimeapi.ContainerEventResponse
 }
 
 // eventBroker hands lifecycle events to GetContainerEvents subscribers in
@@ -63,11 +67,32 @@ func newEventBroker() *eventBroker {
 
 // publish queues an event without blocking the request that made it.
 func (s *Service) publish(ctx context.Context, id, sandboxID string, typ runtimeapi.ContainerEventType) {
-	select {
-	case s.events.queue <- lifecycleEvent{id: id, sandboxID: sandboxID, typ: typ, at: nowNano()}:
-	default:
-		log.G(ctx).WithField("id", id).Warn("container event queue full: event dropped")
+	s.queueEvent(ctx, lifecycleEvent{id: id, sandboxID: sandboxID, typ: typ, at: nowNano()})
+}
+
+// deletionEvent is the event of a removal, made before the removal (its
+// statuses are read then, while the records are there) and queued with
+// queueEvent once the removal is done.
+func (s *Service) deletionEvent(ctx context.Context, id, sandboxID string) lifecycleEvent {
+	ev := lifecycleEvent{id: id, sandboxID: sandboxID, typ: runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, at: nowNano()}
+	if s.events.listened() {
+		ev.resp = s.eventResponse(ctx, ev)
 	}
+	return ev
+}
+
+func (s *Service) queueEvent(ctx context.Context, ev lifecycleEvent) {
+	select {
+	case s.events.queue <- ev:
+	default:
+		log.G(ctx).WithField("id", ev.id).Warn("container event queue full: event dropped")
+	}
+}
+
+func (b *eventBroker) listened() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.subs) > 0
 }
 
 func (b *eventBroker) subscribe() (<-chan *runtimeapi.ContainerEventResponse, func()) {
@@ -91,15 +116,15 @@ func (b *eventBroker) subscribe() (<-chan *runtimeapi.ContainerEventResponse, fu
 // they are when the event is sent, and fans them out.
 func (s *Service) sendEvents(ctx context.Context) {
 	for ev := range s.events.queue {
-		s.events.mu.Lock()
-		listened := len(s.events.subs) > 0
-		s.events.mu.Unlock()
-		if !listened {
+		if !s.events.listened() {
 			// No statuses are read for nobody: kubelet's evented PLEG is
 			// off by default, and every start and exit would pay for them.
 			continue
 		}
-		resp := s.eventResponse(ctx, ev)
+		resp := ev.resp
+		if resp == nil {
+			resp = s.eventResponse(ctx, ev)
+		}
 		s.events.mu.Lock()
 		for ch := range s.events.subs {
 			select {

@@ -57,6 +57,7 @@ func (s *Service) removeContainer(ctx context.Context, id string) error {
 		}
 	}
 	s.nriContainerRemoved(ctx, c, m)
+	deleted := s.deletionEvent(ctx, id, m.SandboxID)
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return err
 	}
@@ -69,7 +70,7 @@ func (s *Service) removeContainer(ctx context.Context, id string) error {
 	s.records.remove(id)
 	s.stats.forget(id)
 	s.names.release(kindContainer, m.Name, id)
-	s.publish(ctx, id, m.SandboxID, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
+	s.queueEvent(ctx, deleted)
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/mine-runtime/mine/failpoint"
 )
@@ -42,10 +43,16 @@ func (s *Service) watchExits(ctx context.Context) {
 					if failpoint.Inject(ctx, failpoint.ExitEvent) != nil {
 						continue // dropped: the periodic reconcile finds it
 					}
-					if _, ok := s.records.sandbox(ev.ContainerID); ok {
+					if sb, ok := s.records.sandbox(ev.ContainerID); ok {
 						// A pod's init or pause container: the pod is no
-						// longer ready, as sandboxState would find.
-						s.records.markLost(ev.ContainerID)
+						// longer ready, as sandboxState would find, and
+						// kubelet's evented PLEG hears it at once. Not for
+						// an init the pod no longer has (one restarted
+						// after a daemon restart), nor for the one
+						// StopPodSandbox ends, which marks the pod itself.
+						if sb.Ready && sb.Init != nil && uint32(sb.Init.Pid) == ev.Pid && s.records.markLost(sb.ID) {
+							s.publish(ctx, sb.ID, sb.ID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+						}
 						continue
 					}
 					go s.reapByID(ctx, ev.ContainerID)

@@ -30,13 +30,16 @@ func newRecords() *records {
 	return &records{sandboxes: map[string]*sandboxMeta{}, containers: map[string]*containerMeta{}, lost: map[string]bool{}}
 }
 
-// markLost notes that a pod lost its init or its files.
-func (r *records) markLost(id string) {
+// markLost notes that a pod lost its init or its files; it tells whether
+// that is news.
+func (r *records) markLost(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.sandboxes[id]; ok {
-		r.lost[id] = true
+	if _, ok := r.sandboxes[id]; !ok || r.lost[id] {
+		return false
 	}
+	r.lost[id] = true
+	return true
 }
 
 func (r *records) isLost(id string) bool {

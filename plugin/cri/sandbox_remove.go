@@ -32,6 +32,7 @@ func (s *Service) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodS
 	defer unlock()
 	c, m, err := s.loadSandbox(ctx, id)
 	if err == nil {
+		deleted := s.deletionEvent(ctx, id, id)
 		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			return nil, toStatus(err)
 		}
@@ -40,7 +41,7 @@ func (s *Service) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodS
 		s.records.remove(id)
 		s.shims.removed(id)
 		s.names.release(kindSandbox, m.Name, id)
-		s.publish(ctx, id, id, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
+		s.queueEvent(ctx, deleted)
 	} else if !errdefs.IsNotFound(err) {
 		return nil, toStatus(err)
 	}

@@ -64,6 +64,9 @@ func (s *Service) stopSandbox(ctx context.Context, id string) error {
 	if m.Ready {
 		// Only the stop that ends the pod: a second is not news.
 		s.nriPodStopped(ctx, m)
+		// Listed NOTREADY from here on; its init's exit is no news
+		// either (watchExits): this stop publishes the pod stopped.
+		s.records.markLost(id)
 	}
 	var teardown errgroup.Group
 	teardown.Go(func() error {
