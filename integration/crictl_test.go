@@ -1,10 +1,12 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -272,4 +274,53 @@ func TestAttachStdinSurvivesRestart(t *testing.T) {
 		t.Fatalf("cat stopped with containerd: %v (%s)", st.State, st.Reason)
 	}
 	attach("after-restart")
+}
+
+// Streamed execs without a TTY (kubectl exec, kubectl cp) leave no
+// goroutine of theirs in the daemon once they end; one with a TTY has
+// TERM set, as a shell on a terminal wants.
+func TestCrictlExecSessionsEnd(t *testing.T) {
+	c := newCRI(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "exec-sessions")
+	podID := c.runPod(t, pod)
+	id := c.startContainer(t, podID, pod, containerConfig("main", "exec sleep 600"))
+	for range 5 {
+		if out := crictl(t, "exec", id, "echo", "streamed"); out != "streamed" {
+			t.Fatalf("crictl exec printed %q", out)
+		}
+	}
+	waitFor(t, "the exec sessions' goroutines to end", 10*time.Second, func() bool {
+		return daemonGoroutines(t, "plugin/cri.streamRuntime.Exec") == 0
+	})
+	// crictl wants a terminal for -t: script(1) gives it one.
+	out, err := execCommand("script", "-qec", fmt.Sprintf("crictl --runtime-endpoint unix://%s exec -it %s sh -c 'echo TERM=$TERM'", daemon.Address, id), "/dev/null")
+	if err != nil || !strings.Contains(out, "TERM=xterm\r\n") {
+		t.Errorf("TERM in a TTY exec: %q, %v; want TERM=xterm", out, err)
+	}
+}
+
+// daemonGoroutines counts the daemon's goroutines whose stack has a frame
+// of fn, from its debug socket.
+func daemonGoroutines(t *testing.T, fn string) int {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", daemon.DebugAddress)
+	}}}
+	resp, err := client.Get("http://daemon/debug/pprof/goroutine?debug=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, stack := range strings.Split(string(data), "\n\n") {
+		if strings.Contains(stack, fn) {
+			n++
+		}
+	}
+	return n
 }

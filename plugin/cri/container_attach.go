@@ -116,11 +116,10 @@ func (rt streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out
 	if err != nil {
 		return err
 	}
-	go func() {
-		for size := range resize {
-			_ = task.Resize(ctx, uint32(size.Width), uint32(size.Height))
-		}
-	}()
+	// Resizes are followed until this session ends, whatever its context.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	followResize(ctx, resize, task.Resize)
 	following := out != nil || errw != nil
 	logPath := s.outputLog(m)
 	var tail *os.File

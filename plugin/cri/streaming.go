@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -98,6 +99,11 @@ func (rt streamRuntime) Exec(ctx context.Context, containerID string, cmd []stri
 	pspec := *spec.Process
 	pspec.Args = cmd
 	pspec.Terminal = tty
+	if tty {
+		// A shell on a terminal wants TERM, which a container made
+		// without one lacks; as containerd sets it.
+		pspec.Env = append(slices.Clone(pspec.Env), "TERM=xterm")
+	}
 	opts := []cio.Opt{cio.WithStreams(in, nilIfNoWriter(out), nilIfNoWriter(errw))}
 	if tty {
 		opts = append(opts, cio.WithTerminal)
@@ -115,11 +121,10 @@ func (rt streamRuntime) Exec(ctx context.Context, containerID string, cmd []stri
 	if err := proc.Start(ctx); err != nil {
 		return err
 	}
-	go func() {
-		for size := range resize {
-			_ = proc.Resize(ctx, uint32(size.Width), uint32(size.Height))
-		}
-	}()
+	// Resizes are followed until this session ends, whatever its context.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	followResize(ctx, resize, proc.Resize)
 	select {
 	case st := <-exitC:
 		// Deleting closes the shim's end of the FIFOs: the output left in
@@ -135,6 +140,28 @@ func (rt streamRuntime) Exec(ctx context.Context, containerID string, cmd []stri
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// followResize applies a terminal's size changes until the session ends.
+// A session without a TTY has no resize channel: there is nothing to
+// follow, and a goroutine reading a nil channel would never end.
+func followResize(ctx context.Context, resize <-chan remotecommand.TerminalSize, apply func(ctx context.Context, w, h uint32) error) {
+	if resize == nil {
+		return
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case size, ok := <-resize:
+				if !ok {
+					return
+				}
+				_ = apply(ctx, uint32(size.Width), uint32(size.Height))
+			}
+		}
+	}()
 }
 
 // nilIfNoWriter keeps a missing stream missing: cio treats a nil writer
