@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,13 +61,13 @@ func normalize(ref string) (reference.Named, error) {
 // registry.config_path say, with the request's credentials, which go only
 // to the hosts of the registry they were given for: the AuthConfig's
 // server_address, else the image's own registry, as hosts.toml routes it.
-func (is *imageService) resolver(named reference.Named, auth *runtimeapi.AuthConfig, received *atomic.Int64) docker.ResolverOptions {
+func (is *imageService) resolver(named reference.Named, auth *runtimeapi.AuthConfig, progress *pullProgress) docker.ResolverOptions {
 	opts := config.HostOptions{UpdateClient: func(c *http.Client) error {
 		base := c.Transport
 		if base == nil {
 			base = http.DefaultTransport
 		}
-		c.Transport = &countingTransport{base: base, received: received}
+		c.Transport = &countingTransport{base: base, progress: progress}
 		return nil
 	}}
 	reg := is.config().Registry
@@ -213,8 +214,8 @@ func (is *imageService) pull(ctx context.Context, named reference.Named, auth *r
 }
 
 func (is *imageService) doPull(ctx context.Context, named reference.Named, auth *runtimeapi.AuthConfig) (_ string, retErr error) {
-	var received atomic.Int64
-	defer func(start time.Time) { observePull(start, received.Load(), retErr) }(time.Now())
+	var progress pullProgress
+	defer func(start time.Time) { observePull(start, progress.received.Load(), retErr) }(time.Now())
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if total := is.config().PullTimeout(); total > 0 {
@@ -223,12 +224,12 @@ func (is *imageService) doPull(ctx context.Context, named reference.Named, auth 
 		defer stop()
 	}
 	if idle := is.config().PullProgressTimeout(); idle > 0 {
-		go watchProgress(ctx, cancel, named, idle, &received)
+		go watchProgress(ctx, cancel, named, idle, &progress)
 	}
 	img, err := is.client.Pull(ctx, named.String(),
 		containerd.WithPullUnpack,
 		containerd.WithPullSnapshotter(is.config().Snapshotter),
-		containerd.WithResolver(docker.NewResolver(is.resolver(named, auth, &received))),
+		containerd.WithResolver(docker.NewResolver(is.resolver(named, auth, &progress))),
 	)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
@@ -254,11 +255,21 @@ func (is *imageService) doPull(ctx context.Context, named reference.Named, auth 
 // that does not apply; it wraps the applier's error in no type of its own.
 const unpackFailure = "failed to extract layer"
 
-// watchProgress cancels a pull when no byte has arrived from the registry
-// for idle: a pull that is merely slow goes on, a stuck one fails with a
-// clear error.
-func watchProgress(ctx context.Context, cancel context.CancelCauseFunc, named reference.Named, idle time.Duration, received *atomic.Int64) {
-	last := received.Load()
+// pullProgress is what a pull's registry traffic shows of its progress:
+// the bytes received, and the requests open (sent and not yet read to
+// their end).
+type pullProgress struct {
+	received atomic.Int64
+	active   atomic.Int64
+}
+
+// watchProgress cancels a pull when, for idle, a request to the registry
+// was open and no byte arrived: a pull that is merely slow goes on, a
+// stuck one fails with a clear error. Time with no request open is not
+// counted, as containerd counts it: layers being unpacked once all are
+// fetched (minutes, for a big image), or a layer another pull is fetching.
+func watchProgress(ctx context.Context, cancel context.CancelCauseFunc, named reference.Named, idle time.Duration, p *pullProgress) {
+	last := p.received.Load()
 	lastChange := time.Now()
 	tick := time.NewTicker(min(idle/4, time.Second))
 	defer tick.Stop()
@@ -268,7 +279,7 @@ func watchProgress(ctx context.Context, cancel context.CancelCauseFunc, named re
 			return
 		case <-tick.C:
 		}
-		if n := received.Load(); n != last {
+		if n := p.received.Load(); n != last || p.active.Load() == 0 {
 			last, lastChange = n, time.Now()
 			continue
 		}
@@ -280,30 +291,46 @@ func watchProgress(ctx context.Context, cancel context.CancelCauseFunc, named re
 }
 
 // countingTransport counts the bytes of registry responses as they
-// arrive: containerd's content store only sees them in large blocks.
+// arrive (containerd's content store only sees them in large blocks) and
+// the requests open.
 type countingTransport struct {
 	base     http.RoundTripper
-	received *atomic.Int64
+	progress *pullProgress
 }
 
 func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.progress.active.Add(1)
 	resp, err := t.base.RoundTrip(req)
-	if err == nil && resp.Body != nil {
-		resp.Body = &countingBody{ReadCloser: resp.Body, received: t.received}
+	if err != nil || resp.Body == nil {
+		t.progress.active.Add(-1)
+		return resp, err
 	}
-	return resp, err
+	resp.Body = &countingBody{ReadCloser: resp.Body, progress: t.progress}
+	return resp, nil
 }
 
 type countingBody struct {
 	io.ReadCloser
-	received *atomic.Int64
+	progress *pullProgress
+	done     sync.Once
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	b.received.Add(int64(n))
+	b.progress.received.Add(int64(n))
+	if err != nil {
+		b.end()
+	}
 	return n, err
 }
+
+func (b *countingBody) Close() error {
+	b.end()
+	return b.ReadCloser.Close()
+}
+
+// end closes the request, once: at the body's end, or its close.
+func (b *countingBody) end() { b.done.Do(func() { b.progress.active.Add(-1) }) }
 
 // recordNames gives a pulled image its repo digest and ID names beside the
 // one it was pulled by, and returns the ID.
