@@ -636,6 +636,19 @@ func TestCRIPauseImageMode(t *testing.T) {
 	c := newCRI(t)
 	ctx := testContext(t)
 	c.pullBusybox(t)
+	// Pulled through the CRI before any pod (as kubeadm pre-pulls it),
+	// and again, which replaces its record's labels: pinned all the same,
+	// so kubelet's image garbage collection leaves it alone.
+	pause := &runtimeapi.ImageSpec{Image: "pause:3"}
+	for range 2 {
+		if _, err := c.PullImage(ctx, &runtimeapi.PullImageRequest{Image: pause}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := c.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: pause})
+		if err != nil || st.Image == nil || !st.Image.Pinned {
+			t.Fatalf("the sandbox image pulled through the CRI is not pinned: %v, %v", st, err)
+		}
+	}
 	pod := podConfig(t, "paused")
 	pod.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
 	podID := c.runPod(t, pod)

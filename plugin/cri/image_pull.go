@@ -17,5 +17,8 @@ func (s *Service) PullImage(ctx context.Context, r *runtimeapi.PullImageRequest)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if err := s.pinIfSandboxImage(ctx, named); err != nil {
+		return nil, toStatus(err)
+	}
 	return &runtimeapi.PullImageResponse{ImageRef: id}, nil
 }

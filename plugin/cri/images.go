@@ -371,6 +371,7 @@ type criImage struct {
 	digests []string
 	target  ocispec.Descriptor
 	record  images.Image
+	pinned  bool // any of its names is
 }
 
 // list returns every image.
@@ -396,6 +397,9 @@ func (is *imageService) group(ctx context.Context, recs []images.Image) []*criIm
 			ci = &criImage{target: rec.Target, record: rec}
 			byTarget[key] = ci
 			order = append(order, ci)
+		}
+		if rec.Labels[pinnedLabel] == "pinned" {
+			ci.pinned = true
 		}
 		switch {
 		case isImageID(rec.Name):
@@ -496,7 +500,7 @@ func (is *imageService) toCRI(ctx context.Context, ci *criImage) (*runtimeapi.Im
 		RepoDigests: ci.digests,
 		Size:        uint64(size),
 		Spec:        &runtimeapi.ImageSpec{Image: ci.id},
-		Pinned:      ci.record.Labels[pinnedLabel] == "pinned",
+		Pinned:      ci.pinned,
 	}
 	if cfg, err := imageConfig(ctx, img); err == nil {
 		user, _, _ := strings.Cut(cfg.Config.User, ":")

@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/distribution/reference"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -113,33 +115,48 @@ func (s *Service) sandboxRecord(ctx context.Context, m *sandboxMeta, cfg *runtim
 // sandboxImage is the pause image, pulled if it is not there yet: only a
 // node configured with sandbox_image ever pulls one.
 func (s *Service) sandboxImage(ctx context.Context, ref string) (containerd.Image, error) {
-	ci, err := s.images.find(ctx, ref)
+	named, err := normalize(ref)
+	if err != nil {
+		return nil, err
+	}
+	ci, err := s.images.find(ctx, named.String())
 	if errdefs.IsNotFound(err) {
-		named, nerr := normalize(ref)
-		if nerr != nil {
-			return nil, nerr
-		}
 		if _, err = s.images.pull(ctx, named, nil); err != nil {
 			return nil, fmt.Errorf("sandbox_image: %w", err)
 		}
-		ci, err = s.images.find(ctx, ref)
-		if err == nil {
-			// kubelet's image garbage collection leaves pinned images alone.
-			rec := ci.record
-			rec.Labels = map[string]string{pinnedLabel: "pinned"}
-			for k, v := range ci.record.Labels {
-				rec.Labels[k] = v
-			}
-			if _, err := s.client.ImageService().Update(ctx, rec, "labels."+pinnedLabel); err != nil {
-				return nil, err
-			}
-			ci.record = rec
-		}
+		ci, err = s.images.find(ctx, named.String())
 	}
 	if err != nil {
 		return nil, err
 	}
+	if err := s.pinIfSandboxImage(ctx, named); err != nil {
+		return nil, err
+	}
 	return containerd.NewImage(s.client, ci.record), nil
+}
+
+// pinIfSandboxImage pins the image named if it is the sandbox_image,
+// however it came (pulled here, pre-pulled through the CRI as kubeadm
+// does, or pulled again, which replaces its record's labels), as
+// containerd pins it: kubelet's image garbage collection, which sees no
+// container of a pod's pause image, leaves pinned images alone.
+func (s *Service) pinIfSandboxImage(ctx context.Context, named reference.Named) error {
+	sandbox, err := normalize(s.config().SandboxImage)
+	if s.config().SandboxImage == "" || err != nil || sandbox.String() != named.String() {
+		return nil
+	}
+	store := s.client.ImageService()
+	rec, err := store.Get(ctx, named.String())
+	if err != nil || rec.Labels[pinnedLabel] == "pinned" {
+		return err
+	}
+	rec.Labels = maps.Clone(rec.Labels)
+	if rec.Labels == nil {
+		rec.Labels = map[string]string{}
+	}
+	rec.Labels[pinnedLabel] = "pinned"
+	_, err = store.Update(ctx, rec, "labels."+pinnedLabel)
+	return err
 }
 
 // startStatsInit starts the init of a pod whose containers do not share
