@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
 	"net"
@@ -589,6 +590,48 @@ func TestCRIStopUsesTheImageStopSignal(t *testing.T) {
 	}
 	if st := c.status(t, id); st.ExitCode != 42 {
 		t.Fatalf("exit code %d: the image's stop signal SIGUSR1 should have made it 42", st.ExitCode)
+	}
+}
+
+// A StopContainer that kubelet gives up on (the pod's grace period
+// shortened, say) and makes again does not send the stop signal a second
+// time: the container's shutdown goes on, and SIGKILL ends it when the new
+// timeout passes.
+func TestCRIStopSignalIsSentOnce(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	c.pullBusybox(t)
+	pod := podConfig(t, "stop-once")
+	podID := c.runPod(t, pod)
+	id := c.startContainer(t, podID, pod, containerConfig("main", `trap 'echo got-term' TERM; echo ready; while true; do sleep 0.05; done`))
+	logFile := filepath.Join(pod.LogDirectory, "main.log")
+	waitFor(t, "the trap to be set", 10*time.Second, func() bool {
+		data, _ := os.ReadFile(logFile)
+		return strings.Contains(string(data), "ready")
+	})
+	first, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.StopContainer(first, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 60})
+		done <- err
+	}()
+	waitFor(t, "the stop signal", 10*time.Second, func() bool {
+		data, _ := os.ReadFile(logFile)
+		return strings.Contains(string(data), "got-term")
+	})
+	cancel()
+	if err := <-done; status.Code(err) != codes.Canceled {
+		t.Fatalf("the abandoned stop: %v, want Canceled", err)
+	}
+	if _, err := c.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.status(t, id); st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 137 {
+		t.Fatalf("after the second stop: %s, exit %d; want exited by SIGKILL", st.State, st.ExitCode)
+	}
+	data, _ := os.ReadFile(logFile)
+	if n := strings.Count(string(data), "got-term"); n != 1 {
+		t.Errorf("the stop signal arrived %d times, want once:\n%s", n, data)
 	}
 }
 

@@ -65,6 +65,7 @@ func (s *Service) removeContainer(ctx context.Context, id string) error {
 	s.stdins.close(id)
 	s.cpu.forget(id)
 	s.oomKilled.Delete(id)
+	s.stopSignaled.Delete(id)
 	s.unpinTargetPIDNamespace(id)
 	os.RemoveAll(s.containerDir(id))
 	s.records.remove(id)

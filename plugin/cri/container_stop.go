@@ -12,7 +12,8 @@ import (
 )
 
 // StopContainer sends the container's stop signal (its config's, else its
-// image's, else SIGTERM), and SIGKILL once the timeout has passed.
+// image's, else SIGTERM), once in its life, and SIGKILL once the timeout
+// has passed.
 // Stopping a stopped or unknown container does nothing.
 func (s *Service) StopContainer(ctx context.Context, r *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
 	ctx = s.nsContext(ctx)
@@ -61,12 +62,18 @@ func (s *Service) stopContainer(ctx context.Context, id string, timeout time.Dur
 	st, err := task.Status(ctx)
 	if err == nil && st.Status != containerd.Stopped {
 		if timeout > 0 {
-			sig := syscall.SIGTERM
-			if parsed, err := signal.ParseSignal(stopSignal(m)); err == nil {
-				sig = parsed
-			}
-			if err := task.Kill(ctx, sig); err != nil && !goneNow(err) {
-				return err
+			// Sent once: many programs take a second for "now", and the
+			// grace period kubelet gives again is for the shutdown the
+			// first one began, as containerd has it.
+			if _, sent := s.stopSignaled.LoadOrStore(id, true); !sent {
+				sig := syscall.SIGTERM
+				if parsed, err := signal.ParseSignal(stopSignal(m)); err == nil {
+					sig = parsed
+				}
+				if err := task.Kill(ctx, sig); err != nil && !goneNow(err) {
+					s.stopSignaled.Delete(id)
+					return err
+				}
 			}
 			select {
 			case <-exitC:

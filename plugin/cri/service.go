@@ -84,6 +84,10 @@ type Service struct {
 	// oomKilled remembers containers the OOM killer acted in until their
 	// exit is recorded, which then gets the reason OOMKilled.
 	oomKilled sync.Map
+	// stopSignaled holds the containers sent their stop signal, until they
+	// are removed: a StopContainer that comes again (kubelet shortening
+	// the grace period, or restarted) sends it no second time.
+	stopSignaled sync.Map
 }
 
 // New builds the service and recovers its state from containerd.
