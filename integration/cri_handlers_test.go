@@ -164,6 +164,9 @@ func TestCRIUserNamespacePod(t *testing.T) {
 			opts := pod.Linux.SecurityContext.NamespaceOptions
 			opts.Pid = pidMode
 			opts.UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: mapping, Gids: mapping}
+			// A limit of the pod's own user namespace, as kubelet admits
+			// user.* sysctls for hostUsers: false.
+			pod.Linux.Sysctls = map[string]string{"user.max_user_namespaces": "7"}
 			podID := c.runPod(t, pod)
 
 			vol := t.TempDir() // the host's root owns it
@@ -189,6 +192,9 @@ func TestCRIUserNamespacePod(t *testing.T) {
 			var st syscall.Stat_t
 			if err := syscall.Stat(filepath.Join(vol, "f"), &st); err != nil || st.Uid != 0 {
 				t.Errorf("a file the container's root made in the volume is host UID %d (%v), want 0 through the idmapped mount", st.Uid, err)
+			}
+			if got := mustExec(t, c, id, "cat", "/proc/sys/user/max_user_namespaces"); got != "7\n" {
+				t.Errorf("user.max_user_namespaces in the pod: %q, want 7", got)
 			}
 			if got := mustExec(t, c, id, "hostname"); got != "userns-pod\n" {
 				t.Errorf("hostname: %q", got)

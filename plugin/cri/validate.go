@@ -61,6 +61,12 @@ func validSysctls(sysctls map[string]string, ns *runtimeapi.NamespaceOption) err
 			if hostNet {
 				err = "is a UTS namespace sysctl, and the pod uses the host's UTS namespace"
 			}
+		case strings.HasPrefix(key, "user."):
+			// Limits of the user namespace the pod's own (hostUsers:
+			// false), as kubelet admits them; runc refuses them otherwise.
+			if u := ns.GetUsernsOptions(); u == nil || u.GetMode() != runtimeapi.NamespaceMode_POD {
+				err = "is a user namespace sysctl, and the pod uses the host's user namespace"
+			}
 		default:
 			err = "is not namespaced: it would change the node"
 		}

@@ -16,6 +16,7 @@ func TestValidSysctls(t *testing.T) {
 	pod := &runtimeapi.NamespaceOption{}
 	hostNet := &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}
 	hostIPC := &runtimeapi.NamespaceOption{Ipc: runtimeapi.NamespaceMode_NODE}
+	userns := &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}}
 	for _, tc := range []struct {
 		key string
 		ns  *runtimeapi.NamespaceOption
@@ -28,6 +29,8 @@ func TestValidSysctls(t *testing.T) {
 		{"fs.mqueue.msg_max", pod, true},
 		{"kernel.panic", pod, false}, // not namespaced: the node's
 		{"vm.overcommit_memory", pod, false},
+		{"user.max_user_namespaces", userns, true},
+		{"user.max_user_namespaces", pod, false}, // the node's
 		{"net/ipv4/ip_forward", pod, false},
 		{"net.ipv4..conf", pod, false},
 		{"net.ipv4.conf.all.forwarding/../../kernel", pod, false},

@@ -131,7 +131,7 @@ func Validate(cfg *runtimeapi.ContainerConfig, pod *runtimeapi.PodSandboxConfig)
 var procOverlays = map[string]bool{
 	"/proc/cpuinfo": true, "/proc/diskstats": true, "/proc/meminfo": true, "/proc/stat": true,
 	"/proc/swaps": true, "/proc/uptime": true, "/proc/loadavg": true, "/proc/slabinfo": true,
-	"/proc/net/dev": true, "/proc/sys/kernel/ns_last_pid": true,
+	"/proc/net/dev": true, "/proc/sys/kernel/ns_last_pid": true, "/proc/sys/crypto/fips_enabled": true,
 }
 
 // withoutDefaultSecurity undoes what containerd's default spec sets and

@@ -568,6 +568,14 @@ func TestSpec(t *testing.T) {
 				t.Errorf("/proc/meminfo mount %v, after /proc: %v", m, mountIndex(s, "/proc/meminfo") > mountIndex(s, "/proc"))
 			}
 		}},
+		{"a file over /proc/sys/crypto/fips_enabled is kept, as runc allows it", func(c *Container, _ *Host) {
+			c.Config.Mounts = append(c.Config.Mounts, &runtimeapi.Mount{ContainerPath: "/proc/sys/crypto/fips_enabled", HostPath: "/etc/fips"})
+			c.HostPaths["/etc/fips"] = "/etc/fips"
+		}, func(t *testing.T, s *specs.Spec) {
+			if m := mountAt(s, "/proc/sys/crypto/fips_enabled"); m == nil {
+				t.Error("no mount over /proc/sys/crypto/fips_enabled")
+			}
+		}},
 		{"command replaces the entrypoint, args the cmd", func(c *Container, _ *Host) {
 			c.Image.Config.Entrypoint = []string{"/entry"}
 			c.Config.Command = nil
