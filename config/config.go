@@ -59,6 +59,11 @@ type Config struct {
 	// unless the pod sets those sysctls itself. Both on, as in containerd 2.x.
 	EnableUnprivilegedPorts bool `toml:"enable_unprivileged_ports"`
 	EnableUnprivilegedICMP  bool `toml:"enable_unprivileged_icmp"`
+	// IgnoreImageDefinedVolumes leaves out the volumes an image's config
+	// declares (a Dockerfile's VOLUME). By default each gets a directory
+	// of the container's own, with what the image has there, as in
+	// containerd.
+	IgnoreImageDefinedVolumes bool `toml:"ignore_image_defined_volumes"`
 	// CDISpecDirs are the directories of Container Device Interface spec
 	// files, which describe the devices (such as GPUs) that kubelet asks
 	// for by name for a container; for a device named in several, the

@@ -92,6 +92,7 @@ func FromContainerd(plugins map[string]any) (cfg *Config, tr Translation, found 
 	}
 	r.bool(&cfg.EnableUnprivilegedPorts, "enable_unprivileged_ports", criRuntime+".enable_unprivileged_ports", criGRPC+".enable_unprivileged_ports")
 	r.bool(&cfg.EnableUnprivilegedICMP, "enable_unprivileged_icmp", criRuntime+".enable_unprivileged_icmp", criGRPC+".enable_unprivileged_icmp")
+	r.bool(&cfg.IgnoreImageDefinedVolumes, "ignore_image_defined_volumes", criRuntime+".ignore_image_defined_volumes", criGRPC+".ignore_image_defined_volumes")
 	r.strs(&cfg.CDISpecDirs, "cdi_spec_dirs", criRuntime+".cdi_spec_dirs", criGRPC+".cdi_spec_dirs")
 	r.str(&cfg.StreamServerAddress, "stream_server_address", criGRPC+".stream_server_address")
 	r.str(&cfg.StreamServerPort, "stream_server_port", criGRPC+".stream_server_port")

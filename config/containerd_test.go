@@ -222,12 +222,15 @@ func TestTranslationDetails(t *testing.T) {
 	if strings.Contains(ignored, "hunter2") || !strings.Contains(ignored, "registry.auths.registry.example.com.password (value not shown)") {
 		t.Errorf("ignored:\n%s", ignored)
 	}
-	l, err = Load(context.Background(), write("version = 2\n[plugins.'io.containerd.grpc.v1.cri']\n  enable_cdi = true\n  cdi_spec_dirs = ['/opt/cdi']\n"))
+	l, err = Load(context.Background(), write("version = 2\n[plugins.'io.containerd.grpc.v1.cri']\n  enable_cdi = true\n  cdi_spec_dirs = ['/opt/cdi']\n  ignore_image_defined_volumes = true\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := l.Config.CDISpecDirs; !reflect.DeepEqual(got, []string{"/opt/cdi"}) {
 		t.Errorf("cdi_spec_dirs %v, want [/opt/cdi]", got)
+	}
+	if !l.Config.IgnoreImageDefinedVolumes {
+		t.Error("ignore_image_defined_volumes not taken")
 	}
 	if ignored := strings.Join(l.Translation.Ignored, "\n"); !strings.Contains(ignored, "enable_cdi = true (CDI is always on") {
 		t.Errorf("enable_cdi not reported ignored with its reason:\n%s", ignored)

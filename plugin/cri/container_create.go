@@ -105,8 +105,12 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 		}
 		if !created {
 			os.RemoveAll(s.containerDir(id))
+			os.RemoveAll(s.containerRootDir(id))
 		}
 	}()
+	if specCfg, err = s.prepareImageConfigVolumes(ctx, id, specCfg, sb.config, image, imgCfg); err != nil {
+		return nil, toStatus(err)
+	}
 	conf := s.config()
 	_, rt, err := s.runtimeFor(sb.RuntimeHandler)
 	if err != nil {

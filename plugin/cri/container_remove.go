@@ -68,6 +68,7 @@ func (s *Service) removeContainer(ctx context.Context, id string) error {
 	s.stopSignaled.Delete(id)
 	s.unpinTargetPIDNamespace(id)
 	os.RemoveAll(s.containerDir(id))
+	os.RemoveAll(s.containerRootDir(id))
 	s.records.remove(id)
 	s.stats.forget(id)
 	s.names.release(kindContainer, m.Name, id)

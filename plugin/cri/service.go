@@ -190,3 +190,9 @@ func (s *Service) sandboxStateDir(id string) string {
 	return filepath.Join(s.stateDir, "sandboxes", id)
 }
 func (s *Service) containerDir(id string) string { return filepath.Join(s.stateDir, "containers", id) }
+
+// containerRootDir holds what of a container must be on disk rather than
+// in the volatile state directory: the volumes its image declares.
+func (s *Service) containerRootDir(id string) string {
+	return filepath.Join(s.rootDir, "containers", id)
+}

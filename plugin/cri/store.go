@@ -253,6 +253,7 @@ func (s *Service) recover(ctx context.Context) error {
 	}
 	unfinished := map[string]*runtimeapi.PodSandboxConfig{}
 	defer func() { s.sweepOrphanSandboxes(ctx, recorded, unfinished) }()
+	defer s.sweepOrphanContainerDirs(ctx, recorded)
 	for _, c := range list {
 		labels, err := c.Labels(ctx)
 		if err != nil {
@@ -333,6 +334,23 @@ func (s *Service) sweepOrphanSnapshots(ctx context.Context, records []containerd
 			continue
 		}
 		log.G(ctx).WithField("key", key).Info("removed the writable layer of a container never recorded")
+	}
+}
+
+// sweepOrphanContainerDirs removes the on-disk directories (declared
+// volumes) of containers never recorded: the daemon died in their
+// CreateContainer.
+func (s *Service) sweepOrphanContainerDirs(ctx context.Context, recorded map[string]bool) {
+	entries, err := os.ReadDir(filepath.Join(s.rootDir, "containers"))
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !recorded[e.Name()] {
+			if err := os.RemoveAll(s.containerRootDir(e.Name())); err != nil {
+				log.G(ctx).WithError(err).WithField("id", e.Name()).Warn("remove the directory of a container never recorded")
+			}
+		}
 	}
 }
 
