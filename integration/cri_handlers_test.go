@@ -193,6 +193,11 @@ func TestCRIUserNamespacePod(t *testing.T) {
 			if err := syscall.Stat(filepath.Join(vol, "f"), &st); err != nil || st.Uid != 0 {
 				t.Errorf("a file the container's root made in the volume is host UID %d (%v), want 0 through the idmapped mount", st.Uid, err)
 			}
+			// The pod's files are the container's root's, as its own
+			// image's are, and it may change them.
+			if got := mustExec(t, c, id, "sh", "-c", "stat -c %u /etc/hostname /etc/hosts /etc/resolv.conf; echo '# edited' >> /etc/resolv.conf && echo edited"); got != "0\n0\n0\nedited\n" {
+				t.Errorf("owners of the pod's files, and an edit: %q", got)
+			}
 			if got := mustExec(t, c, id, "cat", "/proc/sys/user/max_user_namespaces"); got != "7\n" {
 				t.Errorf("user.max_user_namespaces in the pod: %q, want 7", got)
 			}

@@ -291,19 +291,28 @@ func withMounts(c *Container, h *Host) (oci.SpecOpts, error) {
 	}, nil
 }
 
-// podFiles are the mounts every container of a pod shares.
+// podFiles are the mounts every container of a pod shares. In a pod with
+// its own user namespace, its files are idmapped, as containerd mounts
+// them: the host's root, who wrote them, is the container's.
 func podFiles(p Pod) []specs.Mount {
 	bind := func(dst, src string) specs.Mount {
 		return specs.Mount{Destination: dst, Type: "bind", Source: src, Options: []string{"rbind", "rprivate"}}
+	}
+	file := func(dst, src string) specs.Mount {
+		m := bind(dst, src)
+		if u := PodUserNamespaceOf(p.Config); u != nil {
+			m.UIDMappings, m.GIDMappings = IDMappings(u.GetUids()), IDMappings(u.GetGids())
+		}
+		return m
 	}
 	shm := "/dev/shm"
 	if p.Namespaces.IPC != "" {
 		shm = filepath.Join(p.StateDir, "shm")
 	}
 	return []specs.Mount{
-		bind("/etc/hostname", filepath.Join(p.StateDir, "hostname")),
-		bind("/etc/hosts", filepath.Join(p.StateDir, "hosts")),
-		bind("/etc/resolv.conf", filepath.Join(p.StateDir, "resolv.conf")),
+		file("/etc/hostname", filepath.Join(p.StateDir, "hostname")),
+		file("/etc/hosts", filepath.Join(p.StateDir, "hosts")),
+		file("/etc/resolv.conf", filepath.Join(p.StateDir, "resolv.conf")),
 		bind("/dev/shm", shm),
 	}
 }

@@ -752,7 +752,14 @@ func TestSpecUserNamespace(t *testing.T) {
 	if vol := mountAt(s, c.Config.Mounts[0].ContainerPath); vol == nil || !slices.Equal(vol.UIDMappings, want) || !slices.Equal(vol.GIDMappings, want) {
 		t.Errorf("the volume kubelet gave mappings is not idmapped: %+v", vol)
 	}
-	if etc := mountAt(s, "/etc/hosts"); etc == nil || etc.UIDMappings != nil {
-		t.Errorf("a pod file got mappings: %+v", etc)
+	// The pod's files are idmapped too, as containerd mounts them; its
+	// /dev/shm, a tmpfs anyone may write to, is not.
+	for _, f := range []string{"/etc/hostname", "/etc/hosts", "/etc/resolv.conf"} {
+		if m := mountAt(s, f); m == nil || !slices.Equal(m.UIDMappings, want) || !slices.Equal(m.GIDMappings, want) {
+			t.Errorf("pod file %s is not idmapped: %+v", f, m)
+		}
+	}
+	if shm := mountAt(s, "/dev/shm"); shm == nil || shm.UIDMappings != nil {
+		t.Errorf("/dev/shm got mappings: %+v", shm)
 	}
 }
