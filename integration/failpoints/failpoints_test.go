@@ -152,6 +152,49 @@ func TestRunPodSandbox(t *testing.T) {
 	}
 }
 
+// A RunPodSandbox that fails after CNI ADD, and whose CNI DEL then fails
+// too, keeps the pod, listed NOTREADY, as containerd keeps it: kubelet's
+// StopPodSandbox tears its network down (its IP and host port rules go),
+// its removal leaves nothing, and the same request made again is refused
+// rather than handed the broken pod.
+func TestFailedRunWhoseTeardownFails(t *testing.T) {
+	c := newCRI(t)
+	ctx := testContext(t)
+	pod := podConfig(t, "run-del-fails")
+	pod.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 80, HostPort: 30081}}
+	before := baseline(t, c, "")
+	arm(t, fp.CNIAdd+" error", fp.CNIDel+" error")
+	_, err := c.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
+	failed(t, "RunPodSandbox", err, fp.CNIAdd)
+	disarm()
+	pods, err := c.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	for _, p := range pods.Items {
+		if p.Metadata.Name == pod.Metadata.Name {
+			if id != "" || p.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+				t.Fatalf("the kept pod listed again, or %s", p.State)
+			}
+			id = p.Id
+		}
+	}
+	if id == "" {
+		t.Fatal("the pod whose network could not be torn down is not listed")
+	}
+	now := takeState(t, c, "")
+	if now["IP allocations"] != before["IP allocations"]+1 || now["host port chains"] != before["host port chains"]+1 {
+		t.Fatalf("the kept pod's IP and host port rules: %v, before %v", now, before)
+	}
+	if _, err := c.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod}); status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("the same request again: %v, want AlreadyExists", err)
+	}
+	removePod(t, c, id)
+	settled(t, c, "", before, "after the kept pod's removal")
+	retryPod(t, c, pod, before)
+}
+
 // Steps of CreateContainer and StartContainer: each fails the call; the
 // failed container removed as kubelet removes it leaves nothing; a new
 // container, kubelet's retry, runs.

@@ -49,7 +49,7 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if !sb.Ready {
+	if !sb.Ready || sb.NetworkLeft {
 		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("pod sandbox " + sandboxID + " is not ready"))
 	}
 	logPath, err := containerLogPath(sb.config.GetLogDirectory(), cfg.GetLogPath())

@@ -73,7 +73,7 @@ func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContain
 		}
 		s.stdins.close(id)
 	}()
-	if _, sb, err := s.loadSandbox(ctx, m.SandboxID); err != nil || !sb.Ready {
+	if _, sb, err := s.loadSandbox(ctx, m.SandboxID); err != nil || !sb.Ready || sb.NetworkLeft {
 		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("pod sandbox " + m.SandboxID + " is not ready"))
 	}
 	var stdin string

@@ -184,7 +184,7 @@ func (s *Service) startStatsInit(ctx context.Context, id string, trigger <-chan 
 	unlockInit := s.lock(initLock(id))
 	defer unlockInit()
 	c, m, err := s.loadSandbox(ctx, id)
-	if err != nil || !m.Ready || m.Init != nil {
+	if err != nil || !m.Ready || m.NetworkLeft || m.Init != nil {
 		return
 	}
 	if trigger == nil {

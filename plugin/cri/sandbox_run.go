@@ -84,14 +84,15 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	if holder != nil {
 		// A retry of a request whose first attempt finished after the client
 		// gave up gets the pod that attempt made.
-		if _, m, err := s.loadSandbox(ctx, holder.id); err == nil && proto.Equal(m.config, cfg) && m.RuntimeHandler == handler {
+		if _, m, err := s.loadSandbox(ctx, holder.id); err == nil && proto.Equal(m.config, cfg) && m.RuntimeHandler == handler && !m.NetworkLeft {
 			return &runtimeapi.RunPodSandboxResponse{PodSandboxId: holder.id}, nil
 		}
 		return nil, toStatus(errdefs.ErrAlreadyExists.WithMessage(fmt.Sprintf("pod sandbox %q already exists as %s", name, holder.id)))
 	}
 	created := false
+	kept := false // failed, and kept for its network's teardown
 	defer func() {
-		s.names.finish(kindSandbox, name, created)
+		s.names.finish(kindSandbox, name, created || kept)
 		if created {
 			s.publish(ctx, id, id, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 			s.publish(ctx, id, id, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
@@ -100,11 +101,21 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 
 	cleanupCtx := ctx
 	var undo []func()
+	// A CNI DEL that fails while the pod is undone leaves its IP and host
+	// port rules with the network's plugins: what is left to undo stays
+	// (its record, network namespace and files), the pod kept NOTREADY.
+	var meta *sandboxMeta
+	var record containerd.Container
+	networkLeft := false
 	defer func() {
-		if !created { // an error, or a panic on its way up
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
+		if created { // an error, or a panic on its way up, otherwise
+			return
+		}
+		for i := len(undo) - 1; i >= 0 && !networkLeft; i-- {
+			undo[i]()
+		}
+		if networkLeft && record != nil {
+			kept = s.keepForNetworkTeardown(cleanupCtx, record, meta)
 		}
 	}()
 
@@ -147,7 +158,7 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	meta := &sandboxMeta{
+	meta = &sandboxMeta{
 		ID:             id,
 		Name:           name,
 		Config:         raw,
@@ -165,8 +176,9 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 		containerd.WithRuntime(rt.RuntimeType, runcOptions(rt)),
 		containerd.WithContainerLabels(recordLabels(cfg.GetLabels(), map[string]string{labelKind: kindSandbox, labelCRIKind: "sandbox"})),
 		containerd.NewContainerOpts(withMeta(meta)))
-	record, err := s.client.NewContainer(cleanupCtx, id, recordOpts...)
+	record, err = s.client.NewContainer(cleanupCtx, id, recordOpts...)
 	if err != nil {
+		record = nil
 		return nil, toStatus(fmt.Errorf("record pod sandbox: %w", err))
 	}
 	undo = append(undo, func() { record.Delete(cleanupCtx, containerd.WithSnapshotCleanup) })
@@ -196,16 +208,16 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 	var ips []string
 	var netErr error
 	if !hostNet {
-		if ips, netErr = s.network.setup(ctx, id, paths.Net, cfg); netErr != nil {
-			// CNI DEL releases whatever ADD got to, an IP among it.
-			s.network.teardown(cleanupCtx, id, paths.Net, cfg)
-		} else {
-			undo = append(undo, func() {
-				if err := s.network.teardown(cleanupCtx, id, paths.Net, cfg); err != nil {
-					log.G(ctx).WithError(err).Warn("CNI DEL after failed RunPodSandbox")
-				}
-			})
+		teardown := func() {
+			if err := s.network.teardown(cleanupCtx, id, paths.Net, cfg); err != nil {
+				log.G(ctx).WithError(err).Warn("CNI DEL after failed RunPodSandbox: the pod is kept, NOTREADY, for StopPodSandbox to tear its network down")
+				networkLeft = true
+			}
 		}
+		// On failure too: CNI DEL releases whatever ADD got to, an IP
+		// among it.
+		ips, netErr = s.network.setup(ctx, id, paths.Net, cfg)
+		undo = append(undo, teardown)
 	}
 	<-initDone
 	if init.task != nil {
@@ -246,6 +258,19 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 		go s.startStatsInit(context.WithoutCancel(ctx), id, s.initTriggers.add(id))
 	}
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
+}
+
+// keepForNetworkTeardown records a pod whose RunPodSandbox failed after
+// CNI ADD and whose CNI DEL failed: listed NOTREADY, it is what kubelet
+// stops (retrying the DEL with the pod's config) and removes.
+func (s *Service) keepForNetworkTeardown(ctx context.Context, record containerd.Container, m *sandboxMeta) bool {
+	m.Unfinished, m.NetworkLeft, m.Init = false, true, nil
+	m.Namespaces.PID = ""
+	if err := s.saveSandbox(ctx, record, m); err != nil {
+		log.G(ctx).WithError(err).WithField("id", m.ID).Error("keep a pod whose network could not be torn down: its IP stays allocated")
+		return false
+	}
+	return true
 }
 
 // podInit is a pod's init as RunPodSandbox started it.

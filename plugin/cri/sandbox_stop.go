@@ -61,7 +61,7 @@ func (s *Service) stopSandbox(ctx context.Context, id string) error {
 	if err := stops.Wait(); err != nil {
 		return err
 	}
-	if m.Ready {
+	if m.Ready && !m.NetworkLeft { // plugins heard a kept pod removed
 		// Only the stop that ends the pod: a second is not news.
 		s.nriPodStopped(ctx, m)
 		// Listed NOTREADY from here on; its init's exit is no news
@@ -94,7 +94,7 @@ func (s *Service) stopSandbox(ctx context.Context, id string) error {
 	if err := podns.Remove(m.Namespaces); err != nil {
 		return err
 	}
-	m.Ready = false
+	m.Ready, m.NetworkLeft = false, false
 	if err := s.saveSandbox(ctx, c, m); err != nil {
 		return err
 	}

@@ -74,7 +74,12 @@ type sandboxMeta struct {
 	// a daemon that died in between removes the pod at start-up
 	// (recover), as nobody was told of it.
 	Unfinished bool `json:",omitempty"`
-	config     *runtimeapi.PodSandboxConfig
+	// NetworkLeft marks a pod whose RunPodSandbox failed and whose CNI DEL
+	// failed too: it is kept, listed NOTREADY, with its network namespace
+	// and config, so that kubelet's StopPodSandbox tears its network down
+	// (its IP and host port rules), as containerd keeps such a pod.
+	NetworkLeft bool `json:",omitempty"`
+	config      *runtimeapi.PodSandboxConfig
 }
 
 // containerMeta is what is remembered of a container.
@@ -278,7 +283,7 @@ func (s *Service) recover(ctx context.Context) error {
 			}
 			s.records.putSandbox(m)
 			s.names.add(kindSandbox, m.Name, m.ID)
-			if m.Ready && m.Init == nil {
+			if m.Ready && m.Init == nil && !m.NetworkLeft {
 				// Its statistics init was still due, or being
 				// started, when the daemon stopped.
 				go s.startStatsInit(context.WithoutCancel(ctx), m.ID, nil)
