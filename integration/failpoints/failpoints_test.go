@@ -5,10 +5,13 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -459,6 +462,53 @@ func TestCrash(t *testing.T) {
 			settled(t, c, "", before, "after the retried pod's removal")
 		})
 	}
+}
+
+// A node that goes down while RunPodSandbox is past CNI ADD comes back
+// with /run wiped: the pod's state (its pinned namespaces, its files) is
+// gone, but not its IP allocation nor its host port rules. The restarted
+// daemon releases them with a CNI DEL of the pod's config, without a
+// network namespace, as containerd does for a pod whose namespace is gone.
+func TestCrashThenReboot(t *testing.T) {
+	c := newCRI(t)
+	pod := podConfig(t, "crash-reboot")
+	// Its init starts after RunPodSandbox: no shim runs at the crash.
+	pod.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_CONTAINER
+	pod.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 80, HostPort: 30082}}
+	before := baseline(t, c, "")
+	arm(t, fp.CNIAdd+" crash")
+	if _, err := c.RunPodSandbox(testContext(t), &runtimeapi.RunPodSandboxRequest{Config: pod}); err == nil {
+		t.Fatal("the call succeeded; the daemon was to crash")
+	}
+	select {
+	case <-bed.Daemon.Exited():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon did not crash")
+	}
+	disarm()
+	// The reboot's wiping of /run, for the pod's state.
+	sandboxes := filepath.Join(bed.Daemon.Dir, "state", "io.containerd.grpc.v1.mine", "sandboxes")
+	mounts, err := bed.Daemon.Mounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Reverse(mounts) // children first
+	for _, m := range mounts {
+		if strings.HasPrefix(m, sandboxes+"/") {
+			if err := unix.Unmount(m, unix.MNT_DETACH); err != nil {
+				t.Fatalf("unmount %s: %v", m, err)
+			}
+		}
+	}
+	if err := os.RemoveAll(sandboxes); err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.Daemon.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c = newCRI(t)
+	settled(t, c, "", before, "by the crash, once the node is back")
+	retryPod(t, c, pod, before)
 }
 
 // A daemon that dies while the shim creates a pod's init (with runc run,

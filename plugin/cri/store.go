@@ -400,14 +400,20 @@ func nowNano() int64 { return time.Now().UnixNano() }
 // /dev/shm, its CNI attachment (and so its IP and host port rules), its
 // files. Pods with a record are left alone; unfinished holds the configs
 // of the unfinished pods whose records recover removed (a pod the daemon
-// died in before its record was made had no CNI ADD yet).
+// died in before its record was made had no CNI ADD yet). After a reboot
+// an unfinished pod's state is gone with /run, but not its IP: CNI DEL
+// runs without a network namespace, which releases it, as containerd does
+// for a pod whose namespace is gone.
 func (s *Service) sweepOrphanSandboxes(ctx context.Context, recorded map[string]bool, unfinished map[string]*runtimeapi.PodSandboxConfig) {
-	entries, err := os.ReadDir(filepath.Join(s.stateDir, "sandboxes"))
-	if err != nil {
-		return
-	}
+	entries, _ := os.ReadDir(filepath.Join(s.stateDir, "sandboxes"))
+	ids := map[string]bool{}
 	for _, e := range entries {
-		id := e.Name()
+		ids[e.Name()] = true
+	}
+	for id := range unfinished {
+		ids[id] = true
+	}
+	for id := range ids {
 		if recorded[id] {
 			continue
 		}
@@ -422,7 +428,8 @@ func (s *Service) sweepOrphanSandboxes(ctx context.Context, recorded map[string]
 				*p = filepath.Join(dir, "ns", kind)
 			}
 		}
-		if paths.Net != "" {
+		hostNet := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE
+		if paths.Net != "" || (unfinished[id] != nil && !hostNet) {
 			if err := s.network.teardown(ctx, id, paths.Net, cfg); err != nil {
 				log.G(ctx).WithError(err).WithField("id", id).Warn("CNI DEL for an unfinished pod")
 			}
