@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	gocni "github.com/containerd/go-cni"
 	"github.com/containerd/log"
@@ -59,6 +60,13 @@ func (n *network) status() error {
 	}
 	return n.cni.Status()
 }
+
+// cniTimeout bounds a CNI ADD or DEL: a plugin that never returns is
+// killed (libcni runs it with the context) rather than holding the pod's
+// name, and a configuration reload, for good. RunPodSandbox goes on after
+// kubelet gives up, so that its retry finds the pod; this is kubelet's own
+// deadline for it (twice its default runtime request timeout).
+const cniTimeout = 4 * time.Minute
 
 // cniOpts are the arguments and capabilities a pod's CNI ADD and DEL
 // get, those containerd's CRI gives: port mappings, DNS, bandwidth, the
@@ -158,6 +166,8 @@ func (n *network) setup(ctx context.Context, id, netns string, cfg *runtimeapi.P
 	if err := n.load(); err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, cniTimeout)
+	defer cancel()
 	result, err := n.cni.Setup(ctx, id, netns, cniOpts(id, cfg)...)
 	if err == nil {
 		// After ADD did its work: what it allocated must be released.
@@ -204,6 +214,8 @@ func (n *network) teardown(ctx context.Context, id, netns string, cfg *runtimeap
 	if err := failpoint.Inject(ctx, failpoint.CNIDel); err != nil {
 		return fmt.Errorf("CNI DEL for pod %s: %w", id, err)
 	}
+	ctx, cancel := context.WithTimeout(ctx, cniTimeout)
+	defer cancel()
 	if err := n.cni.Remove(ctx, id, netns, cniOpts(id, cfg)...); err != nil {
 		return fmt.Errorf("CNI DEL for pod %s: %w", id, err)
 	}
