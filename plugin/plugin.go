@@ -90,6 +90,12 @@ func initPlugin(ic *plugin.InitContext) (any, error) {
 		Address:  ic.Properties[plugins.PropertyGRPCAddress],
 		NRI:      nriConfig,
 		Version:  version.Version,
+		SnapshotterRoot: func(name string) string {
+			if p := ic.Plugins().Get(plugins.SnapshotPlugin, name); p != nil {
+				return p.Meta.Exports["root"]
+			}
+			return ""
+		},
 	})
 	if err != nil {
 		return nil, err

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -308,8 +307,8 @@ type layerFS struct {
 
 func (s *Service) writableLayerFS() layerFS {
 	fs := layerFS{device: s.snapshotterRoot()}
-	// containerd's root holds the snapshotter's: the same file system.
-	fs.statfsFailed = unix.Statfs(filepath.Dir(s.rootDir), &fs.statfs) != nil
+	// The snapshotter's own root: a node may give it a disk of its own.
+	fs.statfsFailed = unix.Statfs(fs.device, &fs.statfs) != nil
 	return fs
 }
 

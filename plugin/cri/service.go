@@ -44,6 +44,9 @@ type Options struct {
 	NRI *nri.Config
 	// Version is the daemon's, which NRI plugins are told.
 	Version string
+	// SnapshotterRoot is the root a snapshotter plugin exports, "" if
+	// it exports none.
+	SnapshotterRoot func(name string) string
 }
 
 // Service is the CRI server.
@@ -60,6 +63,8 @@ type Service struct {
 	reloadMu sync.RWMutex
 	rootDir  string
 	stateDir string
+	// snapshotterRootOf: Options.SnapshotterRoot.
+	snapshotterRootOf func(name string) string
 
 	names   *nameIndex
 	records *records
@@ -98,14 +103,15 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		}
 	}
 	s := &Service{
-		client:   o.Client,
-		rootDir:  o.RootDir,
-		stateDir: o.StateDir,
-		names:    newNameIndex(),
-		records:  newRecords(),
-		events:   newEventBroker(),
-		stats:    newStatsCollector(o.Config.StatsPeriod()),
-		shims:    newShimFigures(),
+		client:            o.Client,
+		rootDir:           o.RootDir,
+		snapshotterRootOf: o.SnapshotterRoot,
+		stateDir:          o.StateDir,
+		names:             newNameIndex(),
+		records:           newRecords(),
+		events:            newEventBroker(),
+		stats:             newStatsCollector(o.Config.StatsPeriod()),
+		shims:             newShimFigures(),
 	}
 	s.cfg.Store(o.Config)
 	s.images = &imageService{client: o.Client, config: s.config, hostsDir: filepath.Join(o.StateDir, "registry-hosts")}

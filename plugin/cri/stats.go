@@ -178,9 +178,17 @@ func (s *Service) cgroupMetrics(ctx context.Context, c containerd.Container, m *
 }
 
 // snapshotterRoot is where the snapshotter keeps images and writable
-// layers: beside the plugin's own root in containerd's.
+// layers: the root it exports (its root_path, where a node sets one),
+// else beside the plugin's own root in containerd's, as containerd finds
+// it. kubelet measures the image file system there.
 func (s *Service) snapshotterRoot() string {
-	return filepath.Join(filepath.Dir(s.rootDir), "io.containerd.snapshotter.v1."+s.config().Snapshotter)
+	name := s.config().Snapshotter
+	if s.snapshotterRootOf != nil {
+		if root := s.snapshotterRootOf(name); root != "" {
+			return root
+		}
+	}
+	return filepath.Join(filepath.Dir(s.rootDir), "io.containerd.snapshotter.v1."+name)
 }
 
 // ContainerStats reports one container's CPU, memory and writable layer.
