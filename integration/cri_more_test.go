@@ -713,6 +713,11 @@ func TestCRIStatsAndResourceUpdates(t *testing.T) {
 	c.pullBusybox(t)
 	pod := podConfig(t, "stats")
 	podID := c.runPod(t, pod)
+	// A pod's network is read in its own namespace: before any of its
+	// containers runs too.
+	if ps, err := c.PodSandboxStats(ctx, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: podID}); err != nil || ps.Stats.Linux.Network.GetDefaultInterface().GetName() != "eth0" {
+		t.Fatalf("network stats of a pod without a running container: %v, %v", ps, err)
+	}
 	cfg := containerConfig("busy", "i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; echo > /tmp/written; exec sleep 600")
 	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 256 << 20}
 	id := c.startContainer(t, podID, pod, cfg)

@@ -58,3 +58,17 @@ func TestPodBandwidth(t *testing.T) {
 		}
 	}
 }
+
+// kubelet reads a pod's default interface unchecked: eth0, else the first.
+func TestNetworkUsageDefaultInterface(t *testing.T) {
+	dev := func(name string) netDevice { return netDevice{name: name, counters: make([]uint64, txDropped+1)} }
+	if nu := networkUsage([]netDevice{dev("net1"), dev("eth0")}, 1); nu.GetDefaultInterface().GetName() != "eth0" {
+		t.Errorf("default %v, want eth0", nu.GetDefaultInterface())
+	}
+	if nu := networkUsage([]netDevice{dev("net1"), dev("net2")}, 1); nu.GetDefaultInterface().GetName() != "net1" {
+		t.Errorf("default %v, want the first, net1", nu.GetDefaultInterface())
+	}
+	if nu := networkUsage(nil, 1); nu != nil {
+		t.Errorf("no interface: %v, want no network usage", nu)
+	}
+}

@@ -118,22 +118,18 @@ func (s *Service) ListPodSandboxMetrics(ctx context.Context, _ *runtimeapi.ListP
 			continue
 		}
 		pm := &runtimeapi.PodSandboxMetrics{PodSandboxId: sb.ID}
-		var netPid uint32
 		for _, m := range containers[sb.ID] {
 			sample, err := s.stats.sample(ctx, s, m)
 			if err != nil || sample.usage == nil {
 				continue // not running: cAdvisor has no metrics for it either
-			}
-			if netPid == 0 {
-				netPid = sample.pid
 			}
 			pm.ContainerMetrics = append(pm.ContainerMetrics, &runtimeapi.ContainerMetrics{
 				ContainerId: m.ID,
 				Metrics:     containerMetrics(sb, m, sample, fs),
 			})
 		}
-		if netPid != 0 && sb.Namespaces.Net != "" {
-			pm.Metrics = podNetworkMetrics(sb, netPid)
+		if devs, err := podNetDevices(sb); err == nil {
+			pm.Metrics = podNetworkMetrics(sb, devs)
 		}
 		resp.PodMetrics = append(resp.PodMetrics, pm)
 	}
@@ -182,12 +178,8 @@ func podMetricBase(sb *sandboxMeta, container, id, image string) []string {
 
 // podNetworkMetrics are the pod's interfaces' counters, on the pod as
 // cAdvisor puts them (on its sandbox container, "POD").
-func podNetworkMetrics(sb *sandboxMeta, pid uint32) []*runtimeapi.Metric {
+func podNetworkMetrics(sb *sandboxMeta, devs []netDevice) []*runtimeapi.Metric {
 	ms := &metricSet{base: podMetricBase(sb, "POD", sb.ID, ""), ts: time.Now().UnixNano()}
-	devs, err := netDevices(pid)
-	if err != nil {
-		return nil
-	}
 	for _, d := range devs {
 		c := d.counters
 		ms.add("container_network_receive_bytes_total", c[rxBytes], d.name)

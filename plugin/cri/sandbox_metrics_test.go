@@ -36,7 +36,9 @@ var expectedPodMetrics = []string{
 }
 
 func TestContainerMetricsBothCgroupVersions(t *testing.T) {
-	s := &Service{rootDir: t.TempDir(), records: newRecords()}
+	// The snapshotter's root, which the file system metrics read.
+	snapshots := t.TempDir()
+	s := &Service{rootDir: t.TempDir(), records: newRecords(), snapshotterRootOf: func(string) string { return snapshots }}
 	s.cfg.Store(config.Default())
 	descs, err := s.ListMetricDescriptors(context.Background(), &runtimeapi.ListMetricDescriptorsRequest{})
 	if err != nil {
@@ -95,7 +97,11 @@ func TestContainerMetricsBothCgroupVersions(t *testing.T) {
 			t.Errorf("%s: cpu usage metric %v", name, c)
 		}
 	}
-	for _, metric := range podNetworkMetrics(sb, pid) {
+	devs, err := netDevices("/proc/self/net/dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, metric := range podNetworkMetrics(sb, devs) {
 		if len(metric.LabelValues) != keys[metric.Name] {
 			t.Errorf("%s has %d label values, its descriptor %d keys", metric.Name, len(metric.LabelValues), keys[metric.Name])
 		}

@@ -3,7 +3,6 @@ package cri
 import (
 	"context"
 	"fmt"
-	"google.golang.org/grpc"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,8 +13,13 @@ import (
 	cgroupsv1 "github.com/containerd/cgroups/v3/cgroup1/stats"
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/mine-runtime/mine/plugin/podns"
 )
 
 // cpuSample is a container's CPU time at a moment, kept to turn the next
@@ -239,7 +243,6 @@ func (s *Service) podStats(ctx context.Context, sb *sandboxMeta, containers []*c
 		Memory:  &runtimeapi.MemoryUsage{Timestamp: now, WorkingSetBytes: &runtimeapi.UInt64Value{}, UsageBytes: &runtimeapi.UInt64Value{}, RssBytes: &runtimeapi.UInt64Value{}},
 		Process: &runtimeapi.ProcessUsage{Timestamp: now, ProcessCount: &runtimeapi.UInt64Value{}},
 	}
-	var anyPid uint32
 	for _, m := range containers {
 		sample, err := sampleOf(ctx, s, m)
 		if err != nil {
@@ -256,14 +259,11 @@ func (s *Service) podStats(ctx context.Context, sb *sandboxMeta, containers []*c
 		linux.Memory.UsageBytes.Value += u.memUsage
 		linux.Memory.RssBytes.Value += u.rss
 		linux.Process.ProcessCount.Value += u.pids
-		if anyPid == 0 {
-			anyPid = sample.pid
-		}
 	}
 	// Read now, whatever the containers' figures: a file read, and the
 	// pod's traffic is what it is now.
-	if anyPid != 0 && sb.Namespaces.Net != "" {
-		linux.Network = networkUsage(anyPid, now)
+	if devs, err := podNetDevices(sb); err == nil {
+		linux.Network = networkUsage(devs, now)
 	}
 	return &runtimeapi.PodSandboxStats{
 		Attributes: &runtimeapi.PodSandboxAttributes{Id: sb.ID, Metadata: sb.config.GetMetadata(), Labels: sb.config.GetLabels(), Annotations: sb.config.GetAnnotations()},
@@ -271,11 +271,11 @@ func (s *Service) podStats(ctx context.Context, sb *sandboxMeta, containers []*c
 	}
 }
 
-// networkUsage reads a pod's interfaces from /proc/PID/net/dev of one of
-// its processes: the file shows the network namespace the process is in.
-func networkUsage(pid uint32, ts int64) *runtimeapi.NetworkUsage {
-	devs, err := netDevices(pid)
-	if err != nil {
+// networkUsage is a pod's interfaces' counters; its default interface is
+// eth0, as CNI names it, else the first (kubelet reads it unchecked), and
+// a pod with no interface but lo has none.
+func networkUsage(devs []netDevice, ts int64) *runtimeapi.NetworkUsage {
+	if len(devs) == 0 {
 		return nil
 	}
 	nu := &runtimeapi.NetworkUsage{Timestamp: ts}
@@ -283,11 +283,31 @@ func networkUsage(pid uint32, ts int64) *runtimeapi.NetworkUsage {
 		num := func(i int) *runtimeapi.UInt64Value { return &runtimeapi.UInt64Value{Value: d.counters[i]} }
 		iface := &runtimeapi.NetworkInterfaceUsage{Name: d.name, RxBytes: num(rxBytes), RxErrors: num(rxErrors), TxBytes: num(txBytes), TxErrors: num(txErrors)}
 		nu.Interfaces = append(nu.Interfaces, iface)
-		if d.name == "eth0" {
+		if d.name == podInterface {
 			nu.DefaultInterface = iface
 		}
 	}
+	if nu.DefaultInterface == nil {
+		nu.DefaultInterface = nu.Interfaces[0]
+	}
 	return nu
+}
+
+// podNetDevices reads the interfaces of a pod's own network namespace,
+// from inside it: what its processes do (one may have moved to a
+// namespace of its own) changes nothing, and a pod with no process
+// running has them too. A pod on the host's network has none of its own.
+func podNetDevices(sb *sandboxMeta) ([]netDevice, error) {
+	if sb.Namespaces.Net == "" {
+		return nil, errdefs.ErrNotFound.WithMessage("the pod uses the host's network")
+	}
+	var devs []netDevice
+	err := podns.In(sb.Namespaces.Net, "net", unix.CLONE_NEWNET, func() (err error) {
+		// The thread's own view: the namespace it is in now.
+		devs, err = netDevices("/proc/thread-self/net/dev")
+		return err
+	})
+	return devs, err
 }
 
 // The counters of a line of /proc/net/dev, in its order.
@@ -304,8 +324,8 @@ type netDevice struct {
 
 // netDevices reads the interfaces, but loopback, of the network namespace
 // a process is in.
-func netDevices(pid uint32) ([]netDevice, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/dev", pid))
+func netDevices(path string) ([]netDevice, error) {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
