@@ -36,19 +36,24 @@ type cpuSamples struct {
 }
 
 // rate records a sample and returns the usage rate since the previous
-// one, in nanocores; 0 for the first.
-func (c *cpuSamples) rate(id string, now cpuSample) uint64 {
+// one, in nanocores; nil for the first, and for one taken before the
+// last (a collector pass and a call read at once), which is not kept:
+// kubelet then computes the rate itself, as with containerd.
+func (c *cpuSamples) rate(id string, now cpuSample) *runtimeapi.UInt64Value {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.last == nil {
 		c.last = map[string]cpuSample{}
 	}
 	prev, ok := c.last[id]
-	c.last[id] = now
-	if !ok || !now.at.After(prev.at) || now.usage < prev.usage {
-		return 0
+	if ok && !now.at.After(prev.at) {
+		return nil
 	}
-	return uint64(float64(now.usage-prev.usage) / now.at.Sub(prev.at).Seconds())
+	c.last[id] = now
+	if !ok || now.usage < prev.usage {
+		return nil
+	}
+	return &runtimeapi.UInt64Value{Value: uint64(float64(now.usage-prev.usage) / now.at.Sub(prev.at).Seconds())}
 }
 
 func (c *cpuSamples) forget(id string) {
@@ -120,6 +125,9 @@ func (s *Service) containerStats(ctx context.Context, c containerd.Container, m 
 			}
 		}
 	}
+	// The figures' own time, not the writable layer's, whose walk can take
+	// long and varies: the rate is computed from it.
+	now = time.Now()
 	data, pid, err := s.cgroupMetrics(ctx, c, m)
 	if err != nil {
 		return nil, nil, 0, err
@@ -135,7 +143,7 @@ func (s *Service) containerStats(ctx context.Context, c containerd.Container, m 
 	st.Cpu = &runtimeapi.CpuUsage{
 		Timestamp:            ts,
 		UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: u.cpuNanos},
-		UsageNanoCores:       &runtimeapi.UInt64Value{Value: s.cpu.rate(m.ID, cpuSample{at: now, usage: u.cpuNanos})},
+		UsageNanoCores:       s.cpu.rate(m.ID, cpuSample{at: now, usage: u.cpuNanos}),
 	}
 	st.Memory = &runtimeapi.MemoryUsage{
 		Timestamp:       ts,
@@ -254,7 +262,7 @@ func (s *Service) podStats(ctx context.Context, sb *sandboxMeta, containers []*c
 			continue
 		}
 		linux.Cpu.UsageCoreNanoSeconds.Value += u.cpuNanos
-		linux.Cpu.UsageNanoCores.Value += st.Cpu.UsageNanoCores.Value
+		linux.Cpu.UsageNanoCores.Value += st.Cpu.GetUsageNanoCores().GetValue()
 		linux.Memory.WorkingSetBytes.Value += u.workingSet
 		linux.Memory.UsageBytes.Value += u.memUsage
 		linux.Memory.RssBytes.Value += u.rss

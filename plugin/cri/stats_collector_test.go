@@ -104,3 +104,23 @@ func containerInCgroup(t *testing.T, id string, limit int64) process {
 	})
 	return *processIdentity(uint32(cmd.Process.Pid))
 }
+
+// UsageNanoCores comes from two samples, the later one's time its own; a
+// first sample, or one older than the last (read at once by a collector
+// pass and a call), gives none, and the older one is not kept.
+func TestCPURate(t *testing.T) {
+	var c cpuSamples
+	t0 := time.Now()
+	if r := c.rate("c", cpuSample{at: t0, usage: 1e9}); r != nil {
+		t.Fatalf("first sample: %v, want none", r)
+	}
+	if r := c.rate("c", cpuSample{at: t0.Add(2 * time.Second), usage: 2e9}); r.GetValue() != 5e8 {
+		t.Fatalf("rate %v, want half a core", r)
+	}
+	if r := c.rate("c", cpuSample{at: t0.Add(time.Second), usage: 15e8}); r != nil {
+		t.Fatalf("an older sample: %v, want none", r)
+	}
+	if r := c.rate("c", cpuSample{at: t0.Add(4 * time.Second), usage: 4e9}); r.GetValue() != 1e9 {
+		t.Fatalf("rate %v after an older sample, want one core from the kept one", r)
+	}
+}
