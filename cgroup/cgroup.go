@@ -81,6 +81,32 @@ func Stat(cg any) (any, error) {
 	return nil, fmt.Errorf("container has no cgroup")
 }
 
+// Procs lists the processes of a loaded cgroup and of its children.
+func Procs(cg any) ([]int, error) {
+	var pids []int
+	switch cg := cg.(type) {
+	case cgroup1.Cgroup:
+		ps, err := cg.Processes(cgroup1.Pids, true)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range ps {
+			pids = append(pids, p.Pid)
+		}
+	case *cgroup2.Manager:
+		ps, err := cg.Procs(true)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range ps {
+			pids = append(pids, int(p))
+		}
+	default:
+		return nil, fmt.Errorf("container has no cgroup")
+	}
+	return pids, nil
+}
+
 // PidPath is cgroup1.PidPath reading /proc/self/mountinfo once where
 // PidPath reads it again for each of the dozen hierarchies: the file
 // grows by a few mounts with every pod, and every container's start loads

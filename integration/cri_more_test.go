@@ -821,7 +821,8 @@ func TestCRIPodSandboxMetrics(t *testing.T) {
 	c.pullBusybox(t)
 	pod := podConfig(t, "metrics")
 	podID := c.runPod(t, pod)
-	id := c.startContainer(t, podID, pod, containerConfig("app", "exec sleep 600"))
+	// Three processes, each with its three standard streams open.
+	id := c.startContainer(t, podID, pod, containerConfig("app", "sleep 600 & sleep 600 & exec sleep 600"))
 	descs, err := c.ListMetricDescriptors(ctx, &runtimeapi.ListMetricDescriptorsRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -857,6 +858,10 @@ func TestCRIPodSandboxMetrics(t *testing.T) {
 	}
 	if ws := got["container_memory_working_set_bytes"].GetValue().GetValue(); ws == 0 {
 		t.Error("a running container's working set is 0")
+	}
+	// Counted over the container's processes, not its init's alone.
+	if fds := got["container_file_descriptors"].GetValue().GetValue(); fds < 9 {
+		t.Errorf("%d file descriptors, want the three processes' (9 at least)", fds)
 	}
 	if rx := got["container_network_receive_bytes_total"]; rx != nil && rx.LabelValues[len(rx.LabelValues)-1] != "eth0" {
 		t.Errorf("network metric on interface %v", rx.LabelValues)

@@ -125,7 +125,7 @@ func (s *Service) ListPodSandboxMetrics(ctx context.Context, _ *runtimeapi.ListP
 			}
 			pm.ContainerMetrics = append(pm.ContainerMetrics, &runtimeapi.ContainerMetrics{
 				ContainerId: m.ID,
-				Metrics:     containerMetrics(sb, m, sample, fs),
+				Metrics:     containerMetrics(sb, m, sample, s.stats.procs(m.ID), fs),
 			})
 		}
 		if devs, err := podNetDevices(sb); err == nil {
@@ -305,7 +305,9 @@ func (s *Service) writableLayerFS() layerFS {
 }
 
 // containerMetrics are a running container's metrics from its sample.
-func containerMetrics(sb *sandboxMeta, m *containerMeta, sample statsSample, fs layerFS) []*runtimeapi.Metric {
+// procs are the processes of its cgroup (its init's alone, if unknown):
+// cAdvisor counts open files over all of them.
+func containerMetrics(sb *sandboxMeta, m *containerMeta, sample statsSample, procs []int, fs layerFS) []*runtimeapi.Metric {
 	ms := &metricSet{
 		base: podMetricBase(sb, m.config.GetMetadata().GetName(), m.ID, m.config.GetImage().GetImage()),
 		ts:   sample.at.UnixNano(),
@@ -372,7 +374,14 @@ func containerMetrics(sb *sandboxMeta, m *containerMeta, sample statsSample, fs 
 	ms.add("container_start_time_seconds", uint64(max(m.StartedAt, 0))/uint64(time.Second))
 	ms.add("container_last_seen", uint64(sample.at.Unix()))
 	if sample.pid != 0 {
-		fds, sockets := openFiles(sample.pid)
+		if len(procs) == 0 {
+			procs = []int{int(sample.pid)}
+		}
+		var fds, sockets uint64
+		for _, pid := range procs {
+			f, s := openFiles(pid)
+			fds, sockets = fds+f, sockets+s
+		}
 		ms.add("container_file_descriptors", fds)
 		ms.add("container_sockets", sockets)
 		if soft, ok := softNoFile(sample.pid); ok {
@@ -383,7 +392,7 @@ func containerMetrics(sb *sandboxMeta, m *containerMeta, sample statsSample, fs 
 }
 
 // openFiles counts a process's file descriptors and, of them, sockets.
-func openFiles(pid uint32) (fds, sockets uint64) {
+func openFiles(pid int) (fds, sockets uint64) {
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	entries, err := os.ReadDir(dir)
 	if err != nil {

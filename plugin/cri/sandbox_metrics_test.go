@@ -79,7 +79,8 @@ func TestContainerMetricsBothCgroupVersions(t *testing.T) {
 			stats: &runtimeapi.ContainerStats{WritableLayer: &runtimeapi.FilesystemUsage{UsedBytes: &runtimeapi.UInt64Value{Value: 1}}}}
 		// add panics on a label count that is not its descriptor's.
 		got := map[string]*runtimeapi.Metric{}
-		for _, metric := range containerMetrics(sb, m, sample, s.writableLayerFS()) {
+		// The test's process twice: its open files count twice.
+		for _, metric := range containerMetrics(sb, m, sample, []int{int(pid), int(pid)}, s.writableLayerFS()) {
 			if len(metric.LabelValues) != keys[metric.Name] {
 				t.Errorf("%s: %s has %d label values, its descriptor %d keys", name, metric.Name, len(metric.LabelValues), keys[metric.Name])
 			}
@@ -89,6 +90,9 @@ func TestContainerMetricsBothCgroupVersions(t *testing.T) {
 			if got[want] == nil {
 				t.Errorf("%s: no %s", name, want)
 			}
+		}
+		if fds, _ := openFiles(int(pid)); got["container_file_descriptors"].GetValue().GetValue() < 2*fds-2 {
+			t.Errorf("%s: %d file descriptors, want those of both processes (%d each)", name, got["container_file_descriptors"].GetValue().GetValue(), fds)
 		}
 		if v := got["container_cpu_usage_seconds_total"].GetValue().GetValue(); v != 3 {
 			t.Errorf("%s: cpu usage %d s, want 3", name, v)

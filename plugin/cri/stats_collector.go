@@ -145,6 +145,22 @@ func (sc *statsCollector) keepCgroupsOf(containers []*containerMeta) {
 	}
 }
 
+// procs lists the processes of a container's cgroup, as its last reading
+// loaded it; nil when none did.
+func (sc *statsCollector) procs(id string) []int {
+	sc.mu.Lock()
+	loaded, ok := sc.cgroups[id]
+	sc.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	pids, err := cgroup.Procs(loaded.cg)
+	if err != nil {
+		return nil
+	}
+	return pids
+}
+
 // cgroupMetrics reads the cgroup of a container whose init is p: a
 // *stats.Metrics of cgroup1 or cgroup2, as the shim's Stats would have
 // it. It fails for an init that is gone, so that a pid taken since by
