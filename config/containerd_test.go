@@ -243,3 +243,17 @@ func TestTranslationDetails(t *testing.T) {
 		t.Errorf("a 2.x stream-only config read as 1.x: %+v", l.Config)
 	}
 }
+
+// An unknown key is named by its path alone: the lines around it, where a
+// password may be, are not quoted into the log.
+func TestUnknownKeyQuotesNoSecret(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.toml")
+	content := "version = 3\n[plugins.\"io.containerd.grpc.v1.mine\".registry.configs.\"r.example\".auth]\n  username = \"robot\"\n  password = \"s3cret\"\n  pasword = \"s3cret\"\n"
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(context.Background(), path)
+	if err == nil || !strings.Contains(err.Error(), "pasword") || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("error %v: want the unknown key named, and no secret", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	srvconfig "github.com/containerd/containerd/v2/cmd/containerd/server/config"
 	"github.com/containerd/containerd/v2/version"
@@ -108,7 +109,14 @@ func decodeSection(section any) (*Config, error) {
 	if err := dec.Decode(cfg); err != nil {
 		var strict *toml.StrictMissingError
 		if errors.As(err, &strict) {
-			return nil, fmt.Errorf("unknown keys: %s", strict.String())
+			// By their names alone: go-toml's own message quotes the
+			// lines around each, and a password among them would be
+			// logged.
+			var keys []string
+			for _, e := range strict.Errors {
+				keys = append(keys, strings.Join(e.Key(), "."))
+			}
+			return nil, fmt.Errorf("unknown keys: %s", strings.Join(keys, ", "))
 		}
 		return nil, err
 	}
