@@ -177,6 +177,36 @@ func TestConfigReload(t *testing.T) {
 			t.Fatalf("handlers after a refused reload: %q", got)
 		}
 	}
+	// An editor that moves config.toml away, or truncates it, before it
+	// writes the new one: a missing or empty file is no configuration of
+	// defaults, and the one in force stays.
+	saved, err := os.ReadFile(d.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		what  string
+		empty func() error
+	}{
+		{"moved away", func() error { return os.Rename(d.Config, d.Config+".bak") }},
+		{"truncated", func() error { return os.Truncate(d.Config, 0) }},
+	} {
+		offset = logSize(d)
+		if err := tc.empty(); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(d.Pid(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		daemonLogSince(t, d, offset, "config.toml is missing or empty")
+		if got := c.handlers(t); !slices.Contains(got, "second") {
+			t.Fatalf("handlers with config.toml %s: %q", tc.what, got)
+		}
+		os.Remove(d.Config + ".bak")
+		if err := os.WriteFile(d.Config, saved, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if !processAlive(d.Pid()) {
 		t.Fatal("the daemon exited")
 	}

@@ -23,24 +23,39 @@ const configPollPeriod = 2 * time.Second
 // watchConfig reloads the plugin's configuration on SIGHUP (which would
 // otherwise end the daemon: containerd does not handle it) and when
 // config.toml changes. A configuration that does not load or validate is
-// logged, naming the key, and the one in force stays.
+// logged, naming the key, and the one in force stays. So it does while the
+// file is missing or empty (an editor that moves it away, or truncates it,
+// before it writes the new one): that is no configuration of defaults.
+// A change is read once the file has stayed as it is for a poll period,
+// not half written.
 func watchConfig(ctx context.Context, path string, cur *config.Loaded, svc *cri.Service) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, unix.SIGHUP)
 	tick := time.NewTicker(configPollPeriod)
 	defer tick.Stop()
 	seen := fileStamp(path)
+	changed := seen
 	for {
 		why := "SIGHUP"
 		select {
 		case <-hup:
 		case <-tick.C:
-			if fileStamp(path) == seen {
+			now := fileStamp(path)
+			if now == seen {
+				continue
+			}
+			if now != changed {
+				changed = now // still being written, perhaps: next time
 				continue
 			}
 			why = "config.toml changed"
 		}
 		seen = fileStamp(path)
+		changed = seen
+		if seen.size == 0 {
+			log.G(ctx).WithField("trigger", why).Warn("config.toml is missing or empty; the configuration in force stays")
+			continue
+		}
 		next, err := config.Load(ctx, path)
 		if err == nil {
 			err = svc.Reload(ctx, next.Config)
