@@ -97,7 +97,8 @@ type RuntimeOptions struct {
 
 // Registry configures where images come from.
 type Registry struct {
-	// ConfigPath is a directory of hosts.toml files, one directory per
+	// ConfigPath is a directory of hosts.toml files (or several, separated
+	// by colons, the first that has a host's winning), one directory per
 	// registry host, as containerd reads them.
 	ConfigPath string `toml:"config_path"`
 	// Mirrors and Configs are containerd 1.x's way to say the same, kept
@@ -208,8 +209,10 @@ func (c *Config) Validate() error {
 			bad("cdi_spec_dirs", "must be absolute paths, got %q", dir)
 		}
 	}
-	if c.Registry.ConfigPath != "" && !filepath.IsAbs(c.Registry.ConfigPath) {
-		bad("registry.config_path", "must be an absolute path, got %q", c.Registry.ConfigPath)
+	for _, dir := range filepath.SplitList(c.Registry.ConfigPath) {
+		if !filepath.IsAbs(dir) {
+			bad("registry.config_path", "must be absolute paths, separated by colons, got %q", dir)
+		}
 	}
 	for _, hosts := range [][]string{slices.Collect(maps.Keys(c.Registry.Mirrors)), slices.Collect(maps.Keys(c.Registry.Configs))} {
 		for _, host := range hosts {

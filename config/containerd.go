@@ -21,6 +21,10 @@ const (
 	criGRPC    = "io.containerd.grpc.v1.cri"
 )
 
+// containerdHostsDirs is where containerd looks for hosts.toml files when
+// its config names no config_path and no mirrors.
+const containerdHostsDirs = "/etc/containerd/certs.d:/etc/docker/certs.d"
+
 // RuncRuntimeType is containerd's runc shim; handlers of this type are
 // served by mine's shim with the same OCI runtime options.
 const RuncRuntimeType = "io.containerd.runc.v2"
@@ -73,6 +77,11 @@ func FromContainerd(plugins map[string]any) (cfg *Config, tr Translation, found 
 	if err := r.decode(&cfg.Registry.Configs, "registry.configs", criImages+".registry.configs", criGRPC+".registry.configs"); err != nil {
 		return nil, tr, true, err
 	}
+	// containerd's own default where its config sets neither (its
+	// `config default` prints config_path = ''), on Linux.
+	if cfg.Registry.ConfigPath == "" && len(cfg.Registry.Mirrors) == 0 {
+		cfg.Registry.ConfigPath = containerdHostsDirs
+	}
 	r.str(&cfg.CNI.ConfDir, "cni.conf_dir", criRuntime+".cni.conf_dir", criGRPC+".cni.conf_dir")
 	if !r.strs(&cfg.CNI.BinDirs, "cni.bin_dirs", criRuntime+".cni.bin_dirs") {
 		var dir string
@@ -80,7 +89,9 @@ func FromContainerd(plugins map[string]any) (cfg *Config, tr Translation, found 
 			cfg.CNI.BinDirs = []string{dir}
 		}
 	}
-	r.int(&cfg.MaxContainerLogLineSize, "max_container_log_line_size", criRuntime+".max_container_log_line_size", criGRPC+".max_container_log_line_size")
+	if r.int(&cfg.MaxContainerLogLineSize, "max_container_log_line_size", criRuntime+".max_container_log_line_size", criGRPC+".max_container_log_line_size") && cfg.MaxContainerLogLineSize <= 0 {
+		cfg.MaxContainerLogLineSize = -1 // containerd's "no limit" for 0 as for -1
+	}
 	r.bool(&cfg.RestrictOOMScoreAdj, "restrict_oom_score_adj", criRuntime+".restrict_oom_score_adj", criGRPC+".restrict_oom_score_adj")
 	r.str(&cfg.ImagePullProgressTimeout, "image_pull_progress_timeout", criImages+".image_pull_progress_timeout", criGRPC+".image_pull_progress_timeout")
 	if v, _ := r.get(criRuntime + ".stats_collect_period").(string); v != "" { // "" is containerd's "the default"

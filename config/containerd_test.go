@@ -19,11 +19,12 @@ func TestLoadContainerdDefaults(t *testing.T) {
 		file string
 		want func(*Config)
 	}{
+		// config_path = '' and no mirrors: containerd 2.x's own default.
 		{"containerd-2.4-default.toml", func(c *Config) {
-			c.Registry.ConfigPath = ""
+			c.Registry.ConfigPath = "/etc/containerd/certs.d:/etc/docker/certs.d"
 		}},
 		{"containerd-1.7-default.toml", func(c *Config) {
-			c.Registry.ConfigPath = ""
+			c.Registry.ConfigPath = "/etc/containerd/certs.d:/etc/docker/certs.d"
 			c.EnableUnprivilegedPorts, c.EnableUnprivilegedICMP = false, false
 		}},
 	} {
@@ -141,7 +142,7 @@ func TestLoadRefuses(t *testing.T) {
 				"[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]\n  runtime_type = 'io.containerd.runc.v2'\n",
 			`default_runtime_name: "kata" is not a runc handler`},
 		"bad translated value": {
-			"version = 3\n[plugins.'io.containerd.cri.v1.runtime']\n  max_container_log_line_size = -7\n", Section + ".max_container_log_line_size"},
+			"version = 3\n[plugins.'io.containerd.cri.v1.runtime']\n  stats_collect_period = 'often'\n", Section + ".stats_collect_period"},
 		"relative CDI spec directory": {
 			"version = 3\n[plugins.'io.containerd.cri.v1.runtime']\n  cdi_spec_dirs = ['cdi']\n", Section + ".cdi_spec_dirs"},
 		"bad mirror": {
@@ -234,6 +235,15 @@ func TestTranslationDetails(t *testing.T) {
 	}
 	if ignored := strings.Join(l.Translation.Ignored, "\n"); !strings.Contains(ignored, "enable_cdi = true (CDI is always on") {
 		t.Errorf("enable_cdi not reported ignored with its reason:\n%s", ignored)
+	}
+	// containerd takes a line size of 0 or less for no limit, and a
+	// colon-separated list of hosts.toml directories.
+	l, err = Load(context.Background(), write("version = 3\n[plugins.'io.containerd.cri.v1.runtime']\n  max_container_log_line_size = 0\n[plugins.'io.containerd.cri.v1.images'.registry]\n  config_path = '/a/certs.d:/b/certs.d'\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Config.MaxContainerLogLineSize != -1 || l.Config.Registry.ConfigPath != "/a/certs.d:/b/certs.d" {
+		t.Errorf("line size %d, config_path %q", l.Config.MaxContainerLogLineSize, l.Config.Registry.ConfigPath)
 	}
 	l, err = Load(context.Background(), write("version = 3\n[plugins.'io.containerd.grpc.v1.cri']\n  stream_server_port = '10010'\n"))
 	if err != nil {

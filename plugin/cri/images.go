@@ -106,16 +106,20 @@ func (is *imageService) resolver(named reference.Named, auth *runtimeapi.AuthCon
 // hostDir finds a registry's hosts.toml directory: under config_path
 // first, else among those made from registry.mirrors and configs.
 func (is *imageService) hostDir(configPath string) func(string) (string, error) {
-	made := config.HostDirFromRoot(is.hostsDir)
-	if configPath == "" {
-		return made
+	// config_path's directories in their order, as containerd takes its
+	// colon-separated list, then those the registry settings made.
+	var roots []func(string) (string, error)
+	for _, root := range filepath.SplitList(configPath) {
+		roots = append(roots, config.HostDirFromRoot(root))
 	}
-	given := config.HostDirFromRoot(configPath)
-	return func(host string) (string, error) {
-		if dir, err := given(host); err == nil || !errdefs.IsNotFound(err) {
-			return dir, err
+	roots = append(roots, config.HostDirFromRoot(is.hostsDir))
+	return func(host string) (dir string, err error) {
+		for _, root := range roots {
+			if dir, err = root(host); dir != "" || (err != nil && !errdefs.IsNotFound(err)) {
+				return dir, err
+			}
 		}
-		return made(host)
+		return dir, err
 	}
 }
 

@@ -31,3 +31,22 @@ func TestWriteHostFiles(t *testing.T) {
 		t.Fatalf("sets kept: %v, want the current one and the one before", sets)
 	}
 }
+
+// config_path names several directories, colon-separated, as containerd
+// takes it: a host's hosts.toml is the first directory's that has one,
+// then the registry settings'.
+func TestHostDirFromSeveralRoots(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	is := &imageService{hostsDir: filepath.Join(t.TempDir(), "registry-hosts")}
+	for _, d := range []string{filepath.Join(b, "docker.io"), filepath.Join(a, "quay.io"), filepath.Join(b, "quay.io"), filepath.Join(is.hostsDir, "ghcr.io")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hostDir := is.hostDir(a + ":" + b)
+	for host, want := range map[string]string{"docker.io": filepath.Join(b, "docker.io"), "quay.io": filepath.Join(a, "quay.io"), "ghcr.io": filepath.Join(is.hostsDir, "ghcr.io"), "example.com": ""} {
+		if got, err := hostDir(host); got != want || (err != nil && want != "") {
+			t.Errorf("%s: %q, %v; want %q", host, got, err, want)
+		}
+	}
+}
