@@ -2,6 +2,7 @@ package integration
 
 import (
 	"archive/tar"
+	"compress/gzip"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -127,10 +128,18 @@ func TestCRICheckpoints(t *testing.T) {
 		}
 
 		// Restored as kubelet restores: a container whose image is the
-		// archive, created, then started.
+		// archive, created, then started. Its root file system's diff
+		// gzipped, as containerd's CRI writes it: an archive made on a
+		// node before it ran mine restores too.
+		var gz bytes.Buffer
+		zw := gzip.NewWriter(&gz)
+		zw.Write(files["rootfs-diff.tar"])
+		zw.Close()
+		zipped := filepath.Join(out, "containerd-made.tar")
+		rewriteTar(t, archive, zipped, "rootfs-diff.tar", gz.Bytes())
 		start = time.Now()
 		cfg := containerConfig("restored", "echo this command does not run; exit 7")
-		cfg.Image.Image = archive
+		cfg.Image.Image = zipped
 		resp, err := c.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
 		if err != nil {
 			t.Fatal(err)

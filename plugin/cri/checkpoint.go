@@ -23,6 +23,7 @@ import (
 	"github.com/containerd/containerd/v2/core/diff"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/archive"
+	"github.com/containerd/containerd/v2/pkg/archive/compression"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
@@ -495,7 +496,14 @@ func (s *Service) prepareRestore(ctx context.Context, archivePath, dir, snapshot
 				return err
 			}
 			if err := mount.WithTempMount(ctx, mounts, func(rootfs string) error {
-				_, err := archive.Apply(ctx, rootfs, tr)
+				// containerd's CRI writes the diff as its differ makes
+				// layers, gzipped; CRI-O's and ours, a plain tar.
+				diff, err := compression.DecompressStream(tr)
+				if err != nil {
+					return err
+				}
+				defer diff.Close()
+				_, err = archive.Apply(ctx, rootfs, diff)
 				return err
 			}); err != nil {
 				return fmt.Errorf("apply rootfs-diff.tar: %w", err)
