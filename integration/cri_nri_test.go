@@ -32,6 +32,9 @@ type nriPlugin struct {
 	failRun  error
 	failCrt  error
 	adjust   func(*api.ContainerAdjustment)
+	// syncUpdates builds what Synchronize asks of the containers it is
+	// handed.
+	syncUpdates func(ctrs []*api.Container) []*api.ContainerUpdate
 	onUpdate func(*api.Container, *api.LinuxResources) []*api.ContainerUpdate
 	starting []uint32 // the pids StartContainer saw
 }
@@ -111,6 +114,9 @@ func (p *nriPlugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs 
 	}
 	p.mu.Unlock()
 	close(p.ready)
+	if p.syncUpdates != nil {
+		return p.syncUpdates(ctrs), nil
+	}
 	return nil, nil
 }
 
@@ -399,7 +405,19 @@ func TestNRIPluginSynchronize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := connectNRIPlugin(t, "late", nil)
+	// Its Synchronize asks for an update that fails (a CPU the node does
+	// not have): logged, and the plugin stays, as with containerd.
+	p := connectNRIPlugin(t, "late", func(p *nriPlugin) {
+		p.syncUpdates = func(ctrs []*api.Container) []*api.ContainerUpdate {
+			u := &api.ContainerUpdate{ContainerId: running}
+			u.SetLinuxCPUSetCPUs("999")
+			return []*api.ContainerUpdate{u}
+		}
+	})
+	later := c.startContainer(t, podID, pod, containerConfig("later", "sleep 1000"))
+	waitFor(t, "the plugin to hear of a container made after its failed update", 10*time.Second, func() bool {
+		return slices.Contains(p.eventsOf(podID, map[string]string{later: "later"}), "CreateContainer pod later")
+	})
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !slices.Contains(p.synced.pods, podID) {

@@ -330,9 +330,10 @@ func (s *Service) nriSync(ctx context.Context, cb adaptation.SyncCB) error {
 	if err != nil {
 		return err
 	}
-	if failed := s.applyNRIUpdates(ctx, updates); len(failed) > 0 {
-		return fmt.Errorf("update of container %s failed", failed[0].GetContainerId())
-	}
+	// A failed update is logged (applyNRIUpdates) and the plugin kept, as
+	// containerd keeps it: failing the sync would drop it, and a
+	// pre-installed plugin's would fail the daemon's start.
+	s.applyNRIUpdates(ctx, updates)
 	return nil
 }
 
@@ -413,9 +414,17 @@ func mergeResources(dst, src *specs.LinuxResources) {
 			dst.Memory = &specs.LinuxMemory{}
 		}
 		d := dst.Memory
+		swapFollowed := d.Swap != nil && d.Limit != nil && *d.Swap == *d.Limit
 		set(&d.Limit, m.Limit)
 		set(&d.Reservation, m.Reservation)
 		set(&d.Swap, m.Swap)
+		// A new limit alone: memory+swap follows it where it equalled the
+		// old limit (no swap, as the spec was made) or would now be below
+		// it, which runc refuses.
+		if m.Limit != nil && m.Swap == nil && d.Swap != nil && (swapFollowed || (*d.Swap >= 0 && *d.Swap < *d.Limit)) {
+			limit := *d.Limit
+			d.Swap = &limit
+		}
 		set(&d.Swappiness, m.Swappiness)
 		set(&d.DisableOOMKiller, m.DisableOOMKiller)
 		set(&d.UseHierarchy, m.UseHierarchy)
