@@ -13,6 +13,7 @@ import (
 // Removing a container that is gone does nothing.
 func (s *Service) RemoveContainer(ctx context.Context, r *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
 	ctx = s.nsContext(ctx)
+	defer s.nri.BlockSync()() // a plugin that connects meanwhile hears of what this does
 	id, err := s.names.resolve(kindContainer, r.GetContainerId())
 	if errdefs.IsNotFound(err) {
 		return &runtimeapi.RemoveContainerResponse{}, nil

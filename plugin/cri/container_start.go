@@ -25,6 +25,7 @@ import (
 // to start it again at every sync.
 func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContainerRequest) (_ *runtimeapi.StartContainerResponse, retErr error) {
 	ctx = s.nsContext(ctx)
+	defer s.nri.BlockSync()() // a plugin that connects meanwhile hears of what this does
 	defer s.starts.begin()()
 	c, m, err := s.findContainer(ctx, r.GetContainerId())
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 // Stopping a stopped or unknown container does nothing.
 func (s *Service) StopContainer(ctx context.Context, r *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
 	ctx = s.nsContext(ctx)
+	defer s.nri.BlockSync()() // a plugin that connects meanwhile hears of what this does
 	id, err := s.names.resolve(kindContainer, r.GetContainerId())
 	if errdefs.IsNotFound(err) {
 		return &runtimeapi.StopContainerResponse{}, nil // idempotent, as the CRI wants

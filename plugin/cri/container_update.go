@@ -19,6 +19,7 @@ import (
 // plugins may change them on the way.
 func (s *Service) UpdateContainerResources(ctx context.Context, r *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
 	ctx = s.nsContext(ctx)
+	defer s.nri.BlockSync()() // a plugin that connects meanwhile hears of what this does
 	id, err := s.names.resolve(kindContainer, r.GetContainerId())
 	if err != nil {
 		return nil, toStatus(err)

@@ -20,6 +20,7 @@ import (
 // namespaces. Stopping a stopped or unknown pod does nothing.
 func (s *Service) StopPodSandbox(ctx context.Context, r *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
 	ctx = s.nsContext(ctx)
+	defer s.nri.BlockSync()() // a plugin that connects meanwhile hears of what this does
 	id, err := s.names.resolve(kindSandbox, r.GetPodSandboxId())
 	if errdefs.IsNotFound(err) {
 		// A pod that is gone is as stopped as it gets: the CRI wants
