@@ -27,16 +27,16 @@ type nriPlugin struct {
 	synced struct {
 		pods, containers []string
 	}
-	ready    chan struct{}
-	stub     stub.Stub
-	failRun  error
-	failCrt  error
-	adjust   func(*api.ContainerAdjustment)
+	ready   chan struct{}
+	stub    stub.Stub
+	failRun error
+	failCrt error
+	adjust  func(*api.ContainerAdjustment)
 	// syncUpdates builds what Synchronize asks of the containers it is
 	// handed.
 	syncUpdates func(ctrs []*api.Container) []*api.ContainerUpdate
-	onUpdate func(*api.Container, *api.LinuxResources) []*api.ContainerUpdate
-	starting []uint32 // the pids StartContainer saw
+	onUpdate    func(*api.Container, *api.LinuxResources) []*api.ContainerUpdate
+	starting    []uint32 // the pids StartContainer saw
 }
 
 // connectNRIPlugin connects a plugin and waits for its Synchronize.
