@@ -118,6 +118,12 @@ func TestCRIPodInitExitIsAnEvent(t *testing.T) {
 	if err := syscall.Kill(int(task.Process.Pid), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	// kubelet asks for the pod's status meanwhile, and finds it first, most
+	// often before the init's exit event: the event comes all the same.
+	waitFor(t, "the pod's status to say NOTREADY", 10*time.Second, func() bool {
+		st, err := c.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
+		return err == nil && st.Status.State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+	})
 	for {
 		ev, err := stream.Recv()
 		if err != nil {

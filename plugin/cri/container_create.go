@@ -42,6 +42,12 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	// Until the container is recorded, a plugin that connects waits: it
+	// then finds the container in its Synchronize, or is told of it here.
+	// Taken before the pod's lock, as every RPC takes them: a plugin's
+	// sync waiting between them would otherwise wait forever.
+	unblock := s.nri.BlockSync()
+	defer unblock()
 	// The pod cannot be stopped or removed while a container joins it.
 	unlock := s.lock(sandboxID)
 	defer unlock()
@@ -149,10 +155,6 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 		meta.ImageRef = cmp.Or(checkpoint.RootfsImage, checkpoint.RootfsImageName, meta.ImageID)
 		meta.Restore = filepath.Join(s.containerDir(id), "checkpoint")
 	}
-	// Until the container is recorded, a plugin that connects waits: it
-	// then finds the container in its Synchronize, or is told of it here.
-	unblock := s.nri.BlockSync()
-	defer unblock()
 	defer func() {
 		if !created && s.nri.Active() {
 			// Plugins may have set something up for it.

@@ -45,11 +45,12 @@ func (s *Service) watchExits(ctx context.Context) {
 					}
 					if sb, ok := s.records.sandbox(ev.ContainerID); ok {
 						// A pod's init or pause container: the pod is no
-						// longer ready, as sandboxState would find, and
-						// kubelet's evented PLEG hears it at once. Not for
-						// an init the pod no longer has (one restarted
-						// after a daemon restart), nor for the one
-						// StopPodSandbox ends, which marks the pod itself.
+						// longer ready, and kubelet's evented PLEG hears it
+						// at once, from here or from sandboxState if that
+						// found it first. Not for an init the pod no longer
+						// has (one restarted after a daemon restart), nor
+						// for the one StopPodSandbox ends, which marks the
+						// pod itself.
 						if sb.Ready && sb.Init != nil && uint32(sb.Init.Pid) == ev.Pid && s.records.markLost(sb.ID) {
 							s.publish(ctx, sb.ID, sb.ID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 						}

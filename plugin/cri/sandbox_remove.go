@@ -37,8 +37,12 @@ func (s *Service) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodS
 		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			return nil, toStatus(err)
 		}
-		// Once, after the pod is gone: a retried removal is no news.
-		s.nriPodRemoved(ctx, m)
+		// Once, after the pod is gone: a retried removal is no news. A
+		// pod kept after a failed RunPodSandbox is none to plugins: they
+		// heard of it removed then, or never of it.
+		if !m.NetworkLeft {
+			s.nriPodRemoved(ctx, m)
+		}
 		s.records.remove(id)
 		s.shims.removed(id)
 		s.names.release(kindSandbox, m.Name, id)

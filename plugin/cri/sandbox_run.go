@@ -267,7 +267,9 @@ func (s *Service) keepForNetworkTeardown(ctx context.Context, record containerd.
 	m.Unfinished, m.NetworkLeft, m.Init = false, true, nil
 	m.Namespaces.PID = ""
 	if err := s.saveSandbox(ctx, record, m); err != nil {
-		log.G(ctx).WithError(err).WithField("id", m.ID).Error("keep a pod whose network could not be torn down: its IP stays allocated")
+		// Its record stays unfinished: the next start's clean-up tears
+		// it down, network included (recover).
+		log.G(ctx).WithError(err).WithField("id", m.ID).Error("keep a pod whose network could not be torn down: it is left to the daemon's next start")
 		return false
 	}
 	return true

@@ -122,7 +122,11 @@ func (s *Service) sandboxState(m *sandboxMeta) runtimeapi.PodSandboxState {
 		return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
 	}
 	if !s.podIntact(m) {
-		s.records.markLost(m.ID)
+		// Whoever finds it first, this or the init's exit event
+		// (watchExits), tells kubelet's evented PLEG.
+		if s.records.markLost(m.ID) {
+			s.publish(context.Background(), m.ID, m.ID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+		}
 		return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
 	}
 	return runtimeapi.PodSandboxState_SANDBOX_READY

@@ -62,7 +62,7 @@ func (s *Service) stopSandbox(ctx context.Context, id string) error {
 	if err := stops.Wait(); err != nil {
 		return err
 	}
-	if m.Ready && !m.NetworkLeft { // plugins heard a kept pod removed
+	if m.Ready && !m.NetworkLeft { // a kept pod is none to plugins (RemovePodSandbox)
 		// Only the stop that ends the pod: a second is not news.
 		s.nriPodStopped(ctx, m)
 		// Listed NOTREADY from here on; its init's exit is no news

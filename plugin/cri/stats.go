@@ -38,7 +38,8 @@ type cpuSamples struct {
 // rate records a sample and returns the usage rate since the previous
 // one, in nanocores; nil for the first, and for one taken before the
 // last (a collector pass and a call read at once), which is not kept:
-// kubelet then computes the rate itself, as with containerd.
+// kubelet then computes the container's rate itself, as with containerd
+// (and the pod's, which podStats leaves out then too).
 func (c *cpuSamples) rate(id string, now cpuSample) *runtimeapi.UInt64Value {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -262,7 +263,11 @@ func (s *Service) podStats(ctx context.Context, sb *sandboxMeta, containers []*c
 			continue
 		}
 		linux.Cpu.UsageCoreNanoSeconds.Value += u.cpuNanos
-		linux.Cpu.UsageNanoCores.Value += st.Cpu.GetUsageNanoCores().GetValue()
+		if rate := st.Cpu.GetUsageNanoCores(); rate != nil && linux.Cpu.UsageNanoCores != nil {
+			linux.Cpu.UsageNanoCores.Value += rate.Value
+		} else {
+			linux.Cpu.UsageNanoCores = nil // a part unknown: the sum is
+		}
 		linux.Memory.WorkingSetBytes.Value += u.workingSet
 		linux.Memory.UsageBytes.Value += u.memUsage
 		linux.Memory.RssBytes.Value += u.rss
