@@ -140,34 +140,14 @@ func TestCrictlPortForward(t *testing.T) {
 	podID := c.runPod(t, pod)
 	c.startContainer(t, podID, pod, containerConfig("server", "exec nc -ll -p 8080 -e echo forwarded-from-the-pod"))
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	local := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command("crictl", "--runtime-endpoint", "unix://"+daemon.Address, "port-forward", podID, fmt.Sprintf("%d:8080", local))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-
+	local := crictlPortForward(t, podID, 8080)
 	if reply := firstReply(t, "the forwarded port to answer", fmt.Sprintf("127.0.0.1:%d", local)); reply != "forwarded-from-the-pod\n" {
 		t.Fatalf("forwarded port answered %q", reply)
 	}
 
 	// A server on the pod's IPv6 loopback alone is reached too.
 	c.startContainer(t, podID, pod, containerConfig("server6", "mkdir /www && echo served-on-ipv6 > /www/index.html && exec httpd -f -p '[::1]:8081' -h /www"))
-	if l, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	local6 := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd6 := exec.Command("crictl", "--runtime-endpoint", "unix://"+daemon.Address, "port-forward", podID, fmt.Sprintf("%d:8081", local6))
-	if err := cmd6.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd6.Process.Kill(); cmd6.Wait() })
+	local6 := crictlPortForward(t, podID, 8081)
 	var reply string
 	waitFor(t, "the forwarded IPv6 port to answer", 10*time.Second, func() bool {
 		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", local6), time.Second)
@@ -186,6 +166,24 @@ func TestCrictlPortForward(t *testing.T) {
 	if !strings.Contains(reply, "served-on-ipv6") {
 		t.Fatalf("forwarded IPv6 port answered %q", reply)
 	}
+}
+
+// crictlPortForward runs crictl port-forward from a free local port to a
+// port of the pod until the test ends, and returns the local port.
+func crictlPortForward(t *testing.T, podID string, port int) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command("crictl", "--runtime-endpoint", "unix://"+daemon.Address, "port-forward", podID, fmt.Sprintf("%d:%d", local, port))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return local
 }
 
 // TestCrictlAttach attaches to a shell started with stdin: what is typed

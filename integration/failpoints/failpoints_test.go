@@ -67,6 +67,17 @@ func pull(t *testing.T, c *cri) {
 	}
 }
 
+// crashed waits for the daemon a crash failpoint killed, and disarms it.
+func crashed(t *testing.T) {
+	t.Helper()
+	select {
+	case <-bed.Daemon.Exited():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon did not crash")
+	}
+	disarm()
+}
+
 func removePod(t *testing.T, c *cri, id string) {
 	t.Helper()
 	ctx := testContext(t)
@@ -429,12 +440,7 @@ func TestCrash(t *testing.T) {
 			if err == nil {
 				t.Fatal("the call succeeded; the daemon was to crash")
 			}
-			select {
-			case <-bed.Daemon.Exited():
-			case <-time.After(10 * time.Second):
-				t.Fatal("the daemon did not crash")
-			}
-			disarm()
+			crashed(t)
 			if err := bed.Daemon.Start(context.Background()); err != nil {
 				t.Fatal(err)
 			}
@@ -480,12 +486,7 @@ func TestCrashThenReboot(t *testing.T) {
 	if _, err := c.RunPodSandbox(testContext(t), &runtimeapi.RunPodSandboxRequest{Config: pod}); err == nil {
 		t.Fatal("the call succeeded; the daemon was to crash")
 	}
-	select {
-	case <-bed.Daemon.Exited():
-	case <-time.After(10 * time.Second):
-		t.Fatal("the daemon did not crash")
-	}
-	disarm()
+	crashed(t)
 	// The reboot's wiping of /run, for the pod's state.
 	sandboxes := filepath.Join(bed.Daemon.Dir, "state", "io.containerd.grpc.v1.mine", "sandboxes")
 	mounts, err := bed.Daemon.Mounts()
@@ -681,12 +682,7 @@ func TestCrashWithRunningContainers(t *testing.T) {
 	short := startContainer(t, c, podID, pod, containerConfig("short", "exec sleep 600"))
 	restart := func() {
 		t.Helper()
-		select {
-		case <-bed.Daemon.Exited():
-		case <-time.After(10 * time.Second):
-			t.Fatal("the daemon did not crash")
-		}
-		disarm()
+		crashed(t)
 		if err := bed.Daemon.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
