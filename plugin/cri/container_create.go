@@ -55,7 +55,7 @@ func (s *Service) CreateContainer(reqCtx context.Context, r *runtimeapi.CreateCo
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if !sb.Ready || sb.NetworkLeft {
+	if !sb.Ready {
 		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("pod sandbox " + sandboxID + " is not ready"))
 	}
 	logPath, err := containerLogPath(sb.config.GetLogDirectory(), cfg.GetLogPath())

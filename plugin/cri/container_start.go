@@ -74,7 +74,7 @@ func (s *Service) StartContainer(ctx context.Context, r *runtimeapi.StartContain
 		}
 		s.stdins.close(id)
 	}()
-	if _, sb, err := s.loadSandbox(ctx, m.SandboxID); err != nil || !sb.Ready || sb.NetworkLeft {
+	if _, sb, err := s.loadSandbox(ctx, m.SandboxID); err != nil || !sb.Ready {
 		return nil, toStatus(errdefs.ErrFailedPrecondition.WithMessage("pod sandbox " + m.SandboxID + " is not ready"))
 	}
 	var stdin string

@@ -141,8 +141,11 @@ func (s *Service) sandboxImage(ctx context.Context, ref string) (containerd.Imag
 // containerd pins it: kubelet's image garbage collection, which sees no
 // container of a pod's pause image, leaves pinned images alone.
 func (s *Service) pinIfSandboxImage(ctx context.Context, named reference.Named) error {
-	sandbox, err := normalize(s.config().SandboxImage)
-	if s.config().SandboxImage == "" || err != nil || sandbox.String() != named.String() {
+	ref := s.config().SandboxImage
+	if ref == "" {
+		return nil
+	}
+	if sandbox, err := normalize(ref); err != nil || sandbox.String() != named.String() {
 		return nil
 	}
 	store := s.client.ImageService()
@@ -184,7 +187,7 @@ func (s *Service) startStatsInit(ctx context.Context, id string, trigger <-chan 
 	unlockInit := s.lock(initLock(id))
 	defer unlockInit()
 	c, m, err := s.loadSandbox(ctx, id)
-	if err != nil || !m.Ready || m.NetworkLeft || m.Init != nil {
+	if err != nil || !m.Ready || m.Init != nil {
 		return
 	}
 	if trigger == nil {

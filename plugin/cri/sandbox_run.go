@@ -178,7 +178,6 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 		containerd.NewContainerOpts(withMeta(meta)))
 	record, err = s.client.NewContainer(cleanupCtx, id, recordOpts...)
 	if err != nil {
-		record = nil
 		return nil, toStatus(fmt.Errorf("record pod sandbox: %w", err))
 	}
 	undo = append(undo, func() { record.Delete(cleanupCtx, containerd.WithSnapshotCleanup) })
@@ -261,10 +260,10 @@ func (s *Service) RunPodSandbox(reqCtx context.Context, r *runtimeapi.RunPodSand
 }
 
 // keepForNetworkTeardown records a pod whose RunPodSandbox failed after
-// CNI ADD and whose CNI DEL failed: listed NOTREADY, it is what kubelet
-// stops (retrying the DEL with the pod's config) and removes.
+// CNI ADD and whose CNI DEL failed: not ready, it is what kubelet stops
+// (retrying the DEL with the pod's config) and removes.
 func (s *Service) keepForNetworkTeardown(ctx context.Context, record containerd.Container, m *sandboxMeta) bool {
-	m.Unfinished, m.NetworkLeft, m.Init = false, true, nil
+	m.Unfinished, m.Ready, m.NetworkLeft, m.Init = false, false, true, nil
 	m.Namespaces.PID = ""
 	if err := s.saveSandbox(ctx, record, m); err != nil {
 		// Its record stays unfinished: the next start's clean-up tears

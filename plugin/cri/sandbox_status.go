@@ -118,7 +118,7 @@ func (s *Service) sandboxInfo(ctx context.Context, c containerd.Container, m *sa
 // init died, and kubelet must make the pod again. A pod found to have lost
 // them is noted in the records, for the lists (listedSandboxState).
 func (s *Service) sandboxState(m *sandboxMeta) runtimeapi.PodSandboxState {
-	if !m.Ready || m.NetworkLeft {
+	if !m.Ready {
 		return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
 	}
 	if !s.podIntact(m) {
@@ -153,7 +153,7 @@ func (s *Service) podIntact(m *sandboxMeta) bool {
 // when they happen (the exit watch) or are found (start-up, every
 // re-subscription, every PodSandboxStatus), not looked for at every list.
 func (s *Service) listedSandboxState(m *sandboxMeta) runtimeapi.PodSandboxState {
-	if !m.Ready || m.NetworkLeft || s.records.isLost(m.ID) {
+	if !m.Ready || s.records.isLost(m.ID) {
 		return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
 	}
 	return runtimeapi.PodSandboxState_SANDBOX_READY

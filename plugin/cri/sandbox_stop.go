@@ -62,7 +62,10 @@ func (s *Service) stopSandbox(ctx context.Context, id string) error {
 	if err := stops.Wait(); err != nil {
 		return err
 	}
-	if m.Ready && !m.NetworkLeft { // a kept pod is none to plugins (RemovePodSandbox)
+	// A ready pod holds its namespaces and network; so does one kept,
+	// NOTREADY, after a failed RunPodSandbox whose CNI DEL failed too.
+	holds := m.Ready || m.NetworkLeft
+	if m.Ready {
 		// Only the stop that ends the pod: a second is not news.
 		s.nriPodStopped(ctx, m)
 		// Listed NOTREADY from here on; its init's exit is no news
@@ -82,10 +85,10 @@ func (s *Service) stopSandbox(ctx context.Context, id string) error {
 		}
 		return nil
 	})
-	if m.Ready && m.Namespaces.Net != "" {
+	if holds && m.Namespaces.Net != "" {
 		teardown.Go(func() error { return s.network.teardown(ctx, id, m.Namespaces.Net, m.config) })
 	}
-	if err := teardown.Wait(); err != nil || !m.Ready {
+	if err := teardown.Wait(); err != nil || !holds {
 		return err
 	}
 	state := s.sandboxStateDir(id)

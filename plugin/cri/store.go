@@ -75,9 +75,9 @@ type sandboxMeta struct {
 	// (recover), as nobody was told of it.
 	Unfinished bool `json:",omitempty"`
 	// NetworkLeft marks a pod whose RunPodSandbox failed and whose CNI DEL
-	// failed too: it is kept, listed NOTREADY, with its network namespace
-	// and config, so that kubelet's StopPodSandbox tears its network down
-	// (its IP and host port rules), as containerd keeps such a pod.
+	// failed too: it is kept, not Ready, with its network namespace and
+	// config, so that kubelet's StopPodSandbox tears its network down (its
+	// IP and host port rules), as containerd keeps such a pod.
 	NetworkLeft bool `json:",omitempty"`
 	config      *runtimeapi.PodSandboxConfig
 }
@@ -283,7 +283,7 @@ func (s *Service) recover(ctx context.Context) error {
 			}
 			s.records.putSandbox(m)
 			s.names.add(kindSandbox, m.Name, m.ID)
-			if m.Ready && m.Init == nil && !m.NetworkLeft {
+			if m.Ready && m.Init == nil {
 				// Its statistics init was still due, or being
 				// started, when the daemon stopped.
 				go s.startStatsInit(context.WithoutCancel(ctx), m.ID, nil)
